@@ -1,0 +1,192 @@
+"""Helpers for the search service tests: free ports, real service processes, data.
+
+Service processes run ``python -m search_service`` on a free port and are stopped by
+their pid (SIGTERM for a clean stop, SIGKILL to simulate a crash).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+from fastapi import FastAPI
+
+from search_service.app import create_app
+from search_service.collection import Collection, Limits
+from search_service.device import CpuDevice, Device
+from search_service.persistence import CollectionFiles
+from search_service.schema import CollectionSpec
+from search_service.settings import SearchSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """One ``python -m search_service`` child process."""
+
+    def __init__(self, data_dir: Path, *, shard: str | None = None, **env: str) -> None:
+        self.data_dir = data_dir
+        self.shard = shard
+        self.env = {"FACEREC_SEARCH_DEVICE": "cpu", **env}
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "search_service", "--port", str(self.port)]
+        cmd += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
+        if self.shard:
+            cmd += ["--shard", self.shard]
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> ServiceProcess:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"search service exited: {self.log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise TimeoutError(f"search service not ready: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` to the pid and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout)
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    with ServiceProcess(tmp_path / "search") as proc:
+        yield proc
+
+
+@contextlib.asynccontextmanager
+async def app_client(settings: SearchSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process app (lifespan run) behind an httpx client."""
+    app: FastAPI = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://search", timeout=30
+        ) as client,
+    ):
+        yield client
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float32]:
+    """(n, dim) random unit float32 vectors."""
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered_vectors(rng: np.random.Generator, n: int, dim: int, clusters: int) -> npt.NDArray[np.float32]:
+    """(n, dim) unit vectors around ``clusters`` centres, like face embeddings of people."""
+    centres = unit_vectors(rng, clusters, dim)
+    x = centres[rng.integers(0, clusters, n)] + 0.15 * unit_vectors(rng, n, dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(
+    gallery: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], probes: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Exact top-k by inner product: ids (m, k) and scores (m, k), best first."""
+    scores = probes.astype(np.float64) @ gallery.astype(np.float64).T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return ids[order], np.take_along_axis(scores, order, axis=1).astype(np.float32)
+
+
+def assert_same_topk(
+    got_ids: list[list[int]],
+    got_scores: list[list[float]],
+    want_ids: npt.NDArray[np.int64],
+    want_scores: npt.NDArray[np.float32],
+) -> None:
+    """Equal scores (to float32 rounding) and ids, except swaps among near-equal scores."""
+    assert [len(r) for r in got_ids] == [len(r) for r in want_ids]
+    np.testing.assert_allclose(np.array(got_scores), want_scores, atol=1e-5)
+    for got, want, scores in zip(got_ids, want_ids, want_scores, strict=True):
+        if list(got) != list(want):
+            # Only tolerate a different order where neighbouring scores are tied.
+            ties = np.abs(np.diff(scores)) < 1e-5
+            assert ties.any() and sorted(got) == sorted(want), (got, want.tolist())
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4, thread_name_prefix="test-search") as executor:
+        yield executor
+
+
+class CollectionOpener:
+    """Creates (if new) and opens collections; the fixture closes them at the end."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.opened: list[Collection] = []
+
+    def __call__(
+        self,
+        directory: Path,
+        spec: CollectionSpec,
+        *,
+        device: Device | None = None,
+        limits: Limits | None = None,
+    ) -> Collection:
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            CollectionFiles(directory).write_spec(spec)
+        collection = Collection(
+            directory.name, directory, device or CpuDevice(), self.pool, limits or Limits()
+        )
+        self.opened.append(collection)
+        return collection
+
+
+@pytest.fixture
+async def open_collection(pool: ThreadPoolExecutor) -> AsyncIterator[CollectionOpener]:
+    opener = CollectionOpener(pool)
+    yield opener
+    for collection in opener.opened:
+        await collection.close(snapshot=False)

@@ -1,0 +1,69 @@
+"""The real service process over HTTP: exact results, clean SIGTERM with a snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.search_client import SearchClient
+from search_service.checksum import checksum_of_ids
+from search_service.schema import CollectionSpec
+from tests.search_service.conftest import (
+    ServiceProcess,
+    assert_same_topk,
+    brute_force,
+    unit_vectors,
+)
+
+pytestmark = pytest.mark.integration
+
+DIM = 24
+
+
+async def test_exact_search_and_clean_shutdown(tmp_path: Path) -> None:
+    rng = np.random.default_rng(10)
+    gallery = unit_vectors(rng, 2000, DIM)
+    ids = rng.choice(10**6, 2000, replace=False).astype(np.int64)
+    probes = unit_vectors(rng, 64, DIM)
+    kept = np.ones(2000, bool)
+    kept[::4] = False
+    data_dir = tmp_path / "search"
+
+    service = ServiceProcess(data_dir)
+    await asyncio.to_thread(service.start().wait_ready)
+    try:
+        async with SearchClient([service.url]) as client:
+            await client.create_collection("faces", CollectionSpec(dim=DIM))
+            for rows in np.array_split(np.arange(2000), 4):
+                await client.add("faces", ids[rows], gallery[rows])
+            assert await client.delete("faces", ids[~kept]) == 500
+            hits = await client.search("faces", probes, 10)
+            before = await client.info("faces")
+    finally:
+        # Uvicorn shuts down cleanly, then re-raises SIGTERM so the status tells why.
+        assert await asyncio.to_thread(service.stop) in (0, -signal.SIGTERM)
+
+    want_ids, want_scores = brute_force(gallery[kept], ids[kept], probes, 10)
+    assert_same_topk(
+        [[h.id for h in row] for row in hits],
+        [[h.score for h in row] for row in hits],
+        want_ids,
+        want_scores,
+    )
+    assert before.count == 1500 and before.checksum == checksum_of_ids(ids[kept])
+    files = sorted(p.name for p in (data_dir / "collections" / "faces").iterdir())
+    assert files == ["collection.json", "log-00000001.wal", "snapshot-00000001.faiss"]
+    assert (data_dir / "collections" / "faces" / "log-00000001.wal").stat().st_size == 0
+
+    restarted = ServiceProcess(data_dir)
+    await asyncio.to_thread(restarted.start().wait_ready)
+    try:
+        async with SearchClient([restarted.url]) as client:
+            assert await client.info("faces") == before
+            assert await client.search("faces", probes, 10) == hits
+    finally:
+        await asyncio.to_thread(restarted.stop)
