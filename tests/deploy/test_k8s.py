@@ -1,0 +1,219 @@
+"""deploy/k8s: every manifest valid for its kind and API version, and wired consistently."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from orchestrator.models.catalog import DEFAULT_MODELS
+from orchestrator.models.repository import TRT_ENGINE_CACHE
+from tests.conftest import unavailable
+from tests.deploy.files import (
+    K8S,
+    Manifest,
+    container,
+    container_environment,
+    is_kustomization,
+    kustomizations,
+    manifests,
+    one,
+    pod_spec,
+    workloads,
+)
+
+pytestmark = pytest.mark.unit
+
+# The oldest Kubernetes the manifests are written for: the StatefulSet pod-index label
+# (search.yaml) is on by default from 1.28, and 1.29 is the oldest release still patched by
+# the large managed offerings. Also checked against the newest schemas the package ships,
+# so an API removed since then shows up.
+OLDEST = "1.29"
+
+
+@pytest.fixture(scope="module")
+def kubernetes_validate() -> Any:
+    try:
+        import kubernetes_validate
+    except ModuleNotFoundError:
+        unavailable("kubernetes-validate (dev extra) ships the Kubernetes JSON schemas")
+    return kubernetes_validate
+
+
+@pytest.mark.parametrize("manifest", manifests(), ids=str)
+def test_manifest_matches_its_kubernetes_schema(manifest: Manifest, kubernetes_validate) -> None:
+    for version in (OLDEST, kubernetes_validate.utils.latest_version()):
+        try:
+            with warnings.catch_warnings():
+                # The package's use of jsonschema/referencing is not ours to fix.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # strict: unknown fields (a misspelt probe, resources at the wrong level) fail.
+                kubernetes_validate.validate(manifest.doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(p) for p in error.path)
+            pytest.fail(f"{manifest} against {version}: {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            pytest.fail(f"{manifest}: {error.message}")
+
+
+def test_strict_validation_catches_a_misplaced_field(kubernetes_validate) -> None:
+    doc = copy.deepcopy(one("Deployment", "orchestrator"))
+    spec = container(doc, "orchestrator")
+    spec["readinessProbe"]["httpGet"]["paht"] = spec["readinessProbe"]["httpGet"].pop("path")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, OLDEST, strict=True)
+
+
+def test_kustomizations_list_every_manifest_once() -> None:
+    listed = []
+    for path, kustomization in kustomizations().items():
+        assert kustomization["kind"] == "Kustomization"
+        for resource in kustomization["resources"]:
+            target = path.parent / resource
+            assert target.is_file(), f"{path}: {resource} does not exist"
+            listed.append(target)
+    files = [p for p in K8S.rglob("*.yaml") if not is_kustomization(p)]
+    assert sorted(listed) == sorted(files)
+
+
+@pytest.mark.parametrize("workload", workloads(), ids=str)
+def test_every_container_has_probes_requests_and_a_memory_limit(workload: Manifest) -> None:
+    for spec in pod_spec(workload.doc)["containers"]:
+        assert "readinessProbe" in spec and "livenessProbe" in spec, f"{workload}: {spec['name']}"
+        resources = spec.get("resources", {})
+        assert resources.get("requests") and "memory" in resources.get("limits", {}), (
+            f"{workload}: {spec['name']} has no requests or memory limit"
+        )
+
+
+def http_probe_path(spec: dict[str, Any], probe: str) -> str:
+    return str(spec[probe]["httpGet"]["path"])
+
+
+def test_probes_use_the_health_endpoints() -> None:
+    orchestrator = container(one("Deployment", "orchestrator"), "orchestrator")
+    assert http_probe_path(orchestrator, "readinessProbe") == "/health/ready"
+    assert http_probe_path(orchestrator, "livenessProbe") == "/health/live"
+    triton = container(one("Deployment", "triton"), "triton")
+    assert http_probe_path(triton, "readinessProbe") == "/v2/health/ready"
+    assert http_probe_path(triton, "livenessProbe") == "/v2/health/live"
+    search = container(one("StatefulSet", "search"), "search")
+    assert http_probe_path(search, "readinessProbe") == "/health"
+
+
+def test_triton_requests_a_gpu() -> None:
+    resources = container(one("Deployment", "triton"), "triton")["resources"]
+    assert int(resources["limits"]["nvidia.com/gpu"]) >= 1
+    assert (
+        resources["requests"].get("nvidia.com/gpu", resources["limits"]["nvidia.com/gpu"])
+        == (resources["limits"]["nvidia.com/gpu"])
+    ), "extended resources must request what they limit"
+
+
+def mounts(doc: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """Mount path -> the pod volume behind it."""
+    volumes = {v["name"]: v for v in pod_spec(doc)["volumes"]}
+    return {m["mountPath"]: volumes[m["name"]] for m in container(doc, name)["volumeMounts"]}
+
+
+def claim_path(doc: dict[str, Any], name: str, path: str) -> tuple[str, str]:
+    """(claim name, path inside the claim) of a container path."""
+    for mount_path, volume in mounts(doc, name).items():
+        if PurePosixPath(path).is_relative_to(mount_path) and "persistentVolumeClaim" in volume:
+            return volume["persistentVolumeClaim"]["claimName"], str(
+                PurePosixPath(path).relative_to(mount_path)
+            )
+    raise LookupError(f"{path} is on no claim of {name}")
+
+
+def test_triton_serves_the_repository_the_job_writes() -> None:
+    triton = one("Deployment", "triton")
+    args = container(triton, "triton")["args"]
+    repository = next(a.split("=", 1)[1] for a in args if a.startswith("--model-repository="))
+    job = one("Job", "models-fetch")
+    command = container(job, "fetch")["command"]
+    assert command[:3] == ["facerec", "models", "fetch"]
+    data_dir = command[command.index("--data-dir") + 1]
+    # `facerec models fetch` writes $FACEREC_DATA_DIR/models/repository/gpu.
+    written = claim_path(job, "fetch", f"{data_dir}/models/repository/gpu")
+    assert claim_path(triton, "triton", repository) == written
+    loaded = [a.split("=", 1)[1] for a in args if a.startswith("--load-model=")]
+    assert sorted(loaded) == sorted(spec.name for spec in DEFAULT_MODELS)
+    assert TRT_ENGINE_CACHE in mounts(triton, "triton"), "the GPU configs cache engines there"
+
+
+def test_autoscalers_target_existing_deployments_and_adapter_metrics() -> None:
+    adapter = yaml.safe_load(one("ConfigMap", "adapter-config")["data"]["config.yaml"])
+    served = {
+        "External": {r["name"]["as"] for r in adapter.get("externalRules", [])},
+        "Pods": {r["name"]["as"] for r in adapter.get("rules", [])},
+    }
+    autoscalers = {m.name: m.doc for m in manifests() if m.kind == "HorizontalPodAutoscaler"}
+    assert autoscalers["orchestrator"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "orchestrator",
+    }
+    for name, hpa in autoscalers.items():
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        target = hpa["spec"]["scaleTargetRef"]
+        one(target["kind"], target["name"])
+        for metric in hpa["spec"]["metrics"]:
+            kind = metric["type"]
+            if kind in served:
+                metric_name = metric[kind.lower()]["metric"]["name"]
+                assert metric_name in served[kind], f"{name}: no adapter rule serves {metric_name}"
+    orchestrator_metrics = [m["type"] for m in autoscalers["orchestrator"]["spec"]["metrics"]]
+    assert "External" in orchestrator_metrics, "the orchestrator scales on Triton queue time"
+    assert "nv_inference_queue_duration_us" in adapter["externalRules"][0]["metricsQuery"]
+
+
+def test_every_workload_has_a_disruption_budget() -> None:
+    budgets = [
+        m.doc["spec"]["selector"]["matchLabels"] for m in manifests() if m.kind == "PodDisruptionBudget"
+    ]
+    for workload in workloads():
+        labels = workload.doc["spec"]["template"]["metadata"]["labels"]
+        assert any(b.items() <= labels.items() for b in budgets), f"{workload} has no PodDisruptionBudget"
+
+
+def test_search_shards_match_the_orchestrator_shard_list() -> None:
+    shards = one("StatefulSet", "search")
+    service = one("Service", shards["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None", "shards are addressed by pod name: headless"
+    count = shards["spec"]["replicas"]
+    env = container_environment(shards, "search")
+    assert env["SHARD_COUNT"] == str(count)
+    spec = container(shards, "search")
+    assert "$(SHARD_INDEX)/$(SHARD_COUNT)" in spec["args"]
+    assert "volumeClaimTemplates" in shards["spec"]
+    urls = json.loads(
+        str(container_environment(one("Deployment", "orchestrator"), "orchestrator")["FACEREC_SEARCH_URLS"])
+    )
+    assert len(urls) == count
+    port = next(p["containerPort"] for p in spec["ports"] if p["name"] == "http")
+    for ordinal, url in enumerate(urls):
+        parts = urlsplit(url)
+        assert parts.hostname == f"{shards['metadata']['name']}-{ordinal}.{service['metadata']['name']}"
+        assert parts.port == port
+
+
+def test_secrets_come_from_a_secret() -> None:
+    env = {e["name"]: e for e in container(one("Deployment", "orchestrator"), "orchestrator")["env"]}
+    for name in ("DATABASE_URL", "FACEREC_ADMIN_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "facerec-secrets"
+    for manifest in manifests():
+        assert manifest.kind != "Secret", f"{manifest}: secrets are created in the cluster, not committed"
+
+
+def test_no_host_path_volumes() -> None:
+    for manifest in manifests():
+        if "template" in manifest.doc.get("spec", {}):
+            for volume in pod_spec(manifest.doc).get("volumes", []):
+                assert "hostPath" not in volume, f"{manifest}: {volume['name']}"
