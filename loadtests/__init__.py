@@ -1,0 +1,1 @@
+"""Locust scenarios against the facerec REST API, and the performance report tool."""

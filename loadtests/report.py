@@ -1,0 +1,185 @@
+"""The performance report: recognition throughput and latency vs concurrency, as ratios to a ceiling.
+
+One run measures, on the same cores:
+
+(a) the raw ceiling: the whole chain in ONNX Runtime in this process, best batching;
+(b) the naive baseline: a plain FastAPI app running the models per request (no Triton);
+(c) the real stack with Triton's dynamic batching off;
+(d) the real stack as shipped (dynamic batching on).
+
+(b)-(d) get the same Locust recognition scenario at each concurrency; Triton's statistics
+are sampled around every step. It writes ``loadtests/results/<name>/report.md``, PNG plots,
+``results.json`` and the Locust CSVs. Nothing else may run on the machine meanwhile.
+
+    python -m loadtests.report --name full            # ≈ 16 min on 2 cores (18 steps of 45 s)
+    python -m loadtests.report --name smoke --step-seconds 10 --ceiling-seconds 3   # ≈ 4 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from loadtests import triton_stats
+from loadtests.ceiling import measure_ceiling
+from loadtests.gallery import ensure_gallery
+from loadtests.locust_run import RESULTS, run_locust
+from loadtests.probes import Probe, check_recognition, photos_dir, recognition_probes
+from loadtests.report_md import Step, write_report
+from loadtests.stack import ADMIN_KEY, NaiveServer, Stack, cpu_repository, write_unbatched_repository
+from orchestrator.triton.server import TritonServer
+
+log = logging.getLogger("loadtests.report")
+
+VARIANTS = ("triton", "triton-unbatched", "naive")
+REPORT_MODELS = ("face_detector", "face_landmarks", "arcface")
+
+
+def warm_up(url: str, probes: Sequence[Probe], rounds: int = 1) -> None:
+    """Every probe once, sequentially, answers checked: a wrong set-up fails before any load."""
+    with httpx.Client(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=120.0) as client:
+        for _ in range(rounds):
+            for probe in probes:
+                response = client.post("/v1/recognize", files={"file": ("probe.jpg", probe.data)})
+                response.raise_for_status()
+                try:
+                    check_recognition(response.json(), probe.expected)
+                except AssertionError as error:
+                    raise RuntimeError(f"{url}: probe {probe.label}: {error}") from error
+
+
+def _steps(
+    variant: str,
+    url: str,
+    users: Sequence[int],
+    step_s: float,
+    out: Path,
+    env: dict[str, str],
+    triton_http: str | None,
+) -> list[Step]:
+    steps = []
+    for n in users:
+        before = triton_stats.sample(triton_http) if triton_http else {}
+        summary = run_locust(
+            "recognise",
+            url,
+            out / "locust" / f"{variant}-u{n}",
+            users=n,
+            run_time_s=step_s,
+            env=env,
+            html=False,
+        )
+        after = triton_stats.sample(triton_http) if triton_http else {}
+        batching = {
+            model: (s.average_batch, s.queue_ms)
+            for model, s in triton_stats.between(before, after).items()
+            if model in REPORT_MODELS
+        }
+        step = Step(
+            variant,
+            n,
+            step_s,
+            summary.requests,
+            summary.failures,
+            summary.throughput,
+            summary.p50_ms,
+            summary.p95_ms,
+            summary.p99_ms,
+            batching,
+        )
+        log.info(
+            "%s u=%d: %.2f req/s p50 %.0f ms, %d/%d failed, %s",
+            variant,
+            n,
+            step.throughput,
+            step.p50_ms,
+            step.failures,
+            step.requests,
+            batching,
+        )
+        steps.append(step)
+    return steps
+
+
+def run_report(
+    name: str,
+    users: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    step_s: float = 45.0,
+    ceiling_s: float = 8.0,
+    variants: Sequence[str] = VARIANTS,
+    results: Path = RESULTS,
+    progress: Callable[[str], None] = log.info,
+    ceiling_batches: tuple[int, ...] = (1, 4, 8, 16),
+    ceiling_workers: tuple[int, ...] = (1, 2, 4),
+    triton: TritonServer | None = None,
+) -> Path:
+    """Measure and write ``results/<name>/``; ``triton``: an already running server for "triton"."""
+    started = time.monotonic()
+    out = results / name
+    out.mkdir(parents=True, exist_ok=True)
+    photos = photos_dir()
+    probes = recognition_probes(photos)
+    repository = cpu_repository()
+    progress("measuring the in-process ceiling")
+    ceiling = measure_ceiling(repository, photos, probes, ceiling_batches, ceiling_s, ceiling_workers)
+    threads, batch = ceiling.best_setting
+    progress(f"ceiling {ceiling.best:.2f} images/s ({threads} threads, batch {batch})")
+    steps: list[Step] = []
+    env = {"FACEREC_ADMIN_KEY": ADMIN_KEY}
+    with tempfile.TemporaryDirectory(prefix="facerec-report-") as tmp:
+        root = Path(tmp)
+        for variant in variants:
+            progress(f"variant {variant}")
+            if variant == "naive":
+                with NaiveServer(root / "naive", repository, photos) as naive:
+                    warm_up(naive.url, probes)
+                    steps += _steps(
+                        variant, naive.url, users, step_s, out, {**env, "FACEREC_LOAD_GALLERY": "none"}, None
+                    )
+                continue
+            repo = repository
+            if variant == "triton-unbatched":
+                repo = write_unbatched_repository(repository, root / "repository-unbatched")
+            with Stack(root / variant, repo, triton=triton if variant == "triton" else None) as stack:
+                ensure_gallery(stack.url, ADMIN_KEY, photos)
+                warm_up(stack.url, probes)
+                steps += _steps(variant, stack.url, users, step_s, out, env, stack.triton.http_url)
+    elapsed = time.monotonic() - started
+    write_report(out, name, ceiling, steps, elapsed, users, step_s)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="performance report as ratios to the in-process ceiling")
+    parser.add_argument("--name", default=time.strftime("report-%Y%m%d-%H%M%S"))
+    parser.add_argument("--users", default="1,2,4,8,16,32", help="concurrency steps, comma-separated")
+    parser.add_argument("--step-seconds", type=float, default=45.0)
+    parser.add_argument(
+        "--ceiling-seconds", type=float, default=8.0, help="per ceiling setting (12 settings)"
+    )
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    out = run_report(
+        args.name,
+        [int(n) for n in args.users.split(",")],
+        args.step_seconds,
+        args.ceiling_seconds,
+        [v for v in args.variants.split(",") if v],
+        args.results,
+    )
+    print((out / "report.md").read_text())
+    print(f"report written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

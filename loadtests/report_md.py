@@ -1,0 +1,206 @@
+"""The report's markdown, JSON and plots, written from the measured ceiling and steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtests import plots
+from loadtests.ceiling import Ceiling
+
+LABELS = {
+    "triton": "stack, Triton dynamic batching",
+    "triton-unbatched": "stack, Triton batching off",
+    "naive": "naive FastAPI + ONNX Runtime",
+}
+
+
+@dataclass
+class Step:
+    variant: str
+    users: int
+    seconds: float
+    requests: int
+    failures: int
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    batching: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Triton model → (average batch size, queue ms per request) during the step."""
+
+
+def _ratio(value: float, ceiling: float) -> str:
+    return f"{value / ceiling:.2f}" if ceiling and not math.isnan(value) else "n/a"
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def table(steps: Sequence[Step], ceiling: Ceiling) -> str:
+    single_ms = ceiling.single_image_ms
+    lines = [
+        "| variant | users | req/s | × ceiling | p50 ms | p95 ms | p99 ms | p50 ÷ ceiling image time "
+        "| failed | arcface batch | arcface queue ms | detector batch | detector queue ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in steps:
+        arcface = s.batching.get("arcface", (math.nan, math.nan))
+        detector = s.batching.get("face_detector", (math.nan, math.nan))
+        lines.append(
+            f"| {s.variant} | {s.users} | {_fmt(s.throughput, 2)} | {_ratio(s.throughput, ceiling.best)} "
+            f"| {_fmt(s.p50_ms, 0)} | {_fmt(s.p95_ms, 0)} | {_fmt(s.p99_ms, 0)} "
+            f"| {_fmt(s.p50_ms / single_ms, 1)} "
+            f"| {s.failures}/{s.requests} | {_fmt(arcface[0], 2)} | {_fmt(arcface[1], 1)} "
+            f"| {_fmt(detector[0], 2)} | {_fmt(detector[1], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def best_by_variant(steps: Sequence[Step]) -> dict[str, Step]:
+    best: dict[str, Step] = {}
+    for s in steps:
+        if s.variant not in best or s.throughput > best[s.variant].throughput:
+            best[s.variant] = s
+    return best
+
+
+def saturation(steps: Sequence[Step]) -> int:
+    """The fewest users at which throughput is within 5 % of the variant's best."""
+    best = max(s.throughput for s in steps)
+    return min(s.users for s in steps if s.throughput >= 0.95 * best)
+
+
+def findings(steps: Sequence[Step], ceiling: Ceiling) -> str:
+    """Computed sentences: saturation point, batching on vs off, stack vs naive."""
+    grouped: dict[str, list[Step]] = {}
+    for s in steps:
+        grouped.setdefault(s.variant, []).append(s)
+    best = best_by_variant(steps)
+    lines = []
+    for variant, rows in grouped.items():
+        knee = saturation(rows)
+        at_knee = next(s for s in rows if s.users == knee)
+        top = max(rows, key=lambda s: s.users)
+        lines.append(
+            f"- {LABELS.get(variant, variant)}: saturates at {knee} users "
+            f"({at_knee.throughput / ceiling.best:.2f} × ceiling, p50 {at_knee.p50_ms:.0f} ms); "
+            f"at {top.users} users p50 is {top.p50_ms:.0f} ms: past saturation more users only queue."
+        )
+    if "triton" in best and "triton-unbatched" in best:
+        on, off = best["triton"].throughput, best["triton-unbatched"].throughput
+        lines.append(
+            f"- Dynamic batching on vs off, best step each: {on:.2f} vs {off:.2f} req/s ({on / off:.2f} ×)."
+        )
+    if "triton" in best and "naive" in best:
+        stack, naive = best["triton"].throughput, best["naive"].throughput
+        lines.append(
+            f"- Shipped stack vs naive single process: {stack:.2f} vs {naive:.2f} req/s "
+            f"({stack / naive:.2f} ×)."
+        )
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path,
+    name: str,
+    ceiling: Ceiling,
+    steps: Sequence[Step],
+    elapsed_s: float,
+    users: Sequence[int],
+    step_s: float,
+) -> None:
+    plots.throughput(steps, ceiling.best, out / "throughput.png")
+    plots.latency(steps, out / "latency.png")
+    plots.triton([s for s in steps if s.batching], out / "triton.png")
+    best = best_by_variant(steps)
+    ceiling_rows = "\n".join(
+        f"| {threads} | {batch} | {rate:.2f} | {rate / ceiling.best:.2f} |"
+        for (threads, batch), rate in ceiling.images_per_s.items()
+    )
+    best_threads, best_batch = ceiling.best_setting
+    summary_rows = "\n".join(
+        f"| {LABELS.get(v, v)} | {s.throughput:.2f} | {s.throughput / ceiling.best:.2f} | {s.users} |"
+        for v, s in best.items()
+    )
+    load = os.getloadavg()
+    text = f"""# facerec performance report: {name}
+
+Recognition traffic only (`POST /v1/recognize`, Locust scenario `recognise`, answers checked:
+a wrong or missing person counts as a failure), gallery pre-enrolled, no recognition cache.
+Users: {", ".join(map(str, users))}; {step_s:.0f} s per step; one Locust process.
+Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()};
+load average at the end {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}. Whole run: {elapsed_s / 60:.1f} min.
+
+## The ceiling (a): the whole chain in ONNX Runtime in one process
+
+decode → detect → landmarks → align → embed + numpy top-k, images processed in batches
+(each model runs once per batch) by one or more threads (OpenCV's pixel work releases the
+GIL, so threads overlap decoding with inference); same graph optimisation level per model as
+the CPU repository. {ceiling.correct:.0%} of the ceiling's answers named the expected person.
+
+| threads | images per batch | images/s | × best |
+|---|---|---|---|
+{ceiling_rows}
+
+**Ceiling: {ceiling.best:.2f} images/s ({best_threads} threads, batch {best_batch}).** Every figure
+below is a ratio to it.
+
+## Best throughput per variant
+
+| variant | req/s | × ceiling | at users |
+|---|---|---|---|
+{summary_rows}
+
+## Findings (computed from this run)
+
+{findings(steps, ceiling)}
+
+## Every step
+
+"p50 ÷ ceiling image time" is the median latency in units of one image's time in process
+(batch 1): how much waiting the serving path adds. Triton columns are averages over the
+step from the statistics extension (Δ inference_count / Δ execution_count; queue ns per request).
+
+{table(steps, ceiling)}
+
+![throughput](throughput.png)
+![latency](latency.png)
+![Triton batching](triton.png)
+
+## What bounds the throughput
+
+Two cores are shared by everything: Triton's three Python-backend stubs (each running ONNX
+Runtime with its own intra-op threads), the orchestrator (decode, resize, warp in its pixel
+thread pool; gRPC and HTTP handling), the search service, and Locust itself generating load
+and parsing answers. The ceiling has both cores to itself, with no serialisation, no
+inter-process copies and no HTTP. So the ratio to the ceiling, not the absolute req/s, is the
+figure to compare; on a GPU the model share shrinks and the CPU work around it dominates.
+"""
+    (out / "report.md").write_text(text)
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "elapsed_s": elapsed_s,
+                "ceiling": {
+                    "settings": [
+                        {"threads": threads, "batch": batch, "images_per_s": rate}
+                        for (threads, batch), rate in ceiling.images_per_s.items()
+                    ],
+                    "best": ceiling.best,
+                    "correct": ceiling.correct,
+                },
+                "steps": [dataclasses.asdict(s) for s in steps],
+                "ratios": {v: s.throughput / ceiling.best for v, s in best.items()},
+            },
+            indent=2,
+        )
+    )

@@ -1,0 +1,1 @@
+"""One Locust file per scenario: ``locust -f loadtests/scenarios/<name>.py``."""

@@ -1,0 +1,1 @@
+"""Load and stress tests: short overloads and the report tool on a tiny run."""

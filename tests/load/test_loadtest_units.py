@@ -1,0 +1,94 @@
+"""Pure parts of the load-test tooling: no server."""
+
+from __future__ import annotations
+
+import math
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+
+import pytest
+
+from loadtests.locust_run import read_summary
+from loadtests.memory import RssSamples, parse_watch
+from loadtests.multipart import multipart
+from loadtests.probes import check_recognition
+from loadtests.stack import write_unbatched_repository
+from loadtests.triton_stats import ModelCounters, between
+from orchestrator.models.catalog import DEFAULT_MODELS
+from orchestrator.models.repository import model_config, parse, render
+
+pytestmark = pytest.mark.unit
+
+
+def test_unbatched_repository_drops_only_dynamic_batching(tmp_path: Path) -> None:
+    source = tmp_path / "cpu"
+    for spec in DEFAULT_MODELS:
+        (source / spec.name / "1").mkdir(parents=True)
+        (source / spec.name / "config.pbtxt").write_text(render(model_config(spec, "cpu")))
+    target = write_unbatched_repository(source, tmp_path / "unbatched")
+    for spec in DEFAULT_MODELS:
+        config = parse((target / spec.name / "config.pbtxt").read_text())
+        assert not config.HasField("dynamic_batching")
+        assert config.max_batch_size == spec.max_batch_size
+        assert config.parameters["graph_optimization"].string_value == spec.cpu_graph_optimization
+        assert (target / spec.name / "1").resolve() == (source / spec.name / "1").resolve()
+
+
+def test_step_batching_is_a_difference_of_counters() -> None:
+    before = {"arcface": ModelCounters(inferences=10, executions=10, successes=10, queue_ns=0)}
+    after = {"arcface": ModelCounters(inferences=50, executions=20, successes=30, queue_ns=40_000_000)}
+    step = between(before, after)["arcface"]
+    assert step.average_batch == 4.0
+    assert step.queue_ms == 2.0
+    idle = between(after, after)["arcface"]
+    assert math.isnan(idle.average_batch) and math.isnan(idle.queue_ms)
+
+
+def test_rss_verdict_flat_and_growing() -> None:
+    samples = RssSamples({"flat": 1, "leak": 2})
+    samples.times = [float(i) for i in range(40)]
+    samples.values = {
+        "flat": [500 * 2**20 + (i % 3) * 2**20 for i in range(40)],
+        "leak": [500 * 2**20 + i * 20 * 2**20 for i in range(40)],
+    }
+    verdicts = {v.name: v for v in samples.verdicts()}
+    assert verdicts["flat"].flat
+    assert not verdicts["leak"].flat
+    assert parse_watch("orchestrator=12, triton=34") == {"orchestrator": 12, "triton": 34}
+
+
+def test_locust_summary_is_read_from_the_aggregated_row(tmp_path: Path) -> None:
+    stats = tmp_path / "run_stats.csv"
+    stats.write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+        "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+        "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+        "POST,/v1/recognize,100,1,120,130,50,400,900,9.5,0.1,120,130,140,150,200,250,300,350,400,400,400\n"
+        ",Aggregated,100,1,120,130,50,400,900,9.5,0.1,120,130,140,150,200,250,300,350,400,400,400\n"
+    )
+    summary = read_summary(stats, 0)
+    assert (summary.requests, summary.failures, summary.throughput) == (100, 1, 9.5)
+    assert (summary.p50_ms, summary.p95_ms, summary.p99_ms) == (120, 250, 350)
+    assert summary.fail_ratio == 0.01
+
+
+def test_multipart_body_parses_back() -> None:
+    body, content_type = multipart("file", "a.jpg", b"\xff\xd8data")
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    (part,) = message.iter_parts()
+    assert part.get_param("name", header="content-disposition") == "file"
+    assert part.get_filename() == "a.jpg"
+    assert part.get_payload(decode=True) == b"\xff\xd8data"
+
+
+def test_wrong_person_is_a_failure() -> None:
+    answer = {"faces": [{"decision": "match", "matches": [{"name": "Joe Biden", "similarity": 0.7}]}]}
+    check_recognition(answer, "Joe Biden")
+    with pytest.raises(AssertionError, match="expected 'Barack Obama'"):
+        check_recognition(answer, "Barack Obama")
+    with pytest.raises(AssertionError, match="no face"):
+        check_recognition({"faces": []}, "Joe Biden")
+    unknown = {"faces": [{"decision": "unknown", "matches": [{"name": "Joe Biden", "similarity": 0.2}]}]}
+    with pytest.raises(AssertionError, match="decision unknown"):
+        check_recognition(unknown, "Joe Biden")

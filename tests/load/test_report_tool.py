@@ -1,0 +1,38 @@
+"""The report tool end to end on a tiny run: files written, ratios are numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from loadtests.report import run_report
+from orchestrator.triton.server import TritonServer
+
+pytestmark = [pytest.mark.load, pytest.mark.integration]
+
+
+def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) -> None:
+    out = run_report(
+        "tiny",
+        users=(1, 2),
+        step_s=3,
+        ceiling_s=1,
+        variants=("triton",),
+        results=tmp_path,
+        ceiling_batches=(1, 4),
+        ceiling_workers=(1, 2),
+        triton=triton_server,
+    )
+    for name in ("report.md", "results.json", "throughput.png", "latency.png", "triton.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    ratio = results["ratios"]["triton"]
+    assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
+    assert results["ceiling"]["correct"] == 1.0
+    for step in results["steps"]:
+        assert step["requests"] > 0 and step["failures"] == 0, step
+        assert math.isfinite(step["batching"]["arcface"][0])
+    assert "× ceiling" in (out / "report.md").read_text()

@@ -1,0 +1,1 @@
+"""Prometheus and Grafana configuration, checked by promtool and a real Prometheus."""
