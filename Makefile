@@ -1,0 +1,48 @@
+# The README's two commands: `make up` runs the stack on its embedded defaults,
+# `make test` runs the whole test suite. Both set everything up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+export FACEREC_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: install models tools up test lint bench bench-load clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install
+	$(BIN)/facerec models fetch
+	$(BIN)/facerec triton-env
+
+up: models
+	$(BIN)/facerec up
+
+# Prometheus and promtool for the monitoring tests (Debian's package; needs root).
+tools:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else echo "promtool not found: install Debian's prometheus package for the monitoring tests"; fi; }
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: models tools lint
+	$(BIN)/pytest
+
+bench: models
+	$(BIN)/facerec bench embedder
+
+# The load report (about 16 min): stack vs naive baseline vs batching off, as ratios to the ceiling.
+bench-load: models
+	$(BIN)/python -m loadtests.report --name full
+
+clean:
+	rm -rf $(VENV) var

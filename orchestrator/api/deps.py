@@ -1,0 +1,49 @@
+"""Request dependencies as ``Annotated`` aliases: the resources and the caller's API key."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from orchestrator.db.tables import ApiKeyPublic
+from orchestrator.errors import Forbidden, Unauthorized
+from orchestrator.resources import Resources
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def current_key(
+    resources: ResourcesDep, key: Annotated[str | None, Security(_api_key_header)]
+) -> ApiKeyPublic:
+    if not key:
+        raise Unauthorized()
+    found = await asyncio.to_thread(resources.gallery.authenticate, key)
+    if found is None:
+        raise Unauthorized("the API key is unknown or revoked")
+    return found
+
+
+CurrentKey = Annotated[ApiKeyPublic, Depends(current_key)]
+
+
+async def admin_key(key: CurrentKey) -> ApiKeyPublic:
+    if key.role != "admin":
+        raise Forbidden(f"this needs an admin key; key {key.prefix}… has role {key.role!r}")
+    return key
+
+
+AdminKey = Annotated[ApiKeyPublic, Depends(admin_key)]
+"""Any endpoint: people and faces writes, keys, models."""
+RecognizeKey = CurrentKey
+"""Recognize, verify, detect, read people: both roles."""

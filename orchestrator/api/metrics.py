@@ -1,0 +1,65 @@
+"""Prometheus metrics of one app instance (its own registry, never the global one)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "facerec_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "facerec_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "facerec_images_in_flight", "Images being analysed now.", registry=self.registry
+        )
+        self.faces = Gauge(
+            "facerec_gallery_faces", "Faces in the gallery (at the last check).", registry=self.registry
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times every request under its route template (``/v1/people/{person_id}``).
+
+    The router records the matched route in the (shared) scope, so it is read afterwards.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route, scope["method"]).observe(time.perf_counter() - started)

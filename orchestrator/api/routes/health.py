@@ -1,0 +1,127 @@
+"""Liveness, readiness (a real check of every dependency), details, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from orchestrator.api.deps import RecognizeKey, ResourcesDep
+from orchestrator.pipeline import DETECTOR, EMBEDDER, LANDMARKS
+from orchestrator.resources import Resources
+from search_service.checksum import checksum_of_ids
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+async def _check(name: str, probe: Any) -> tuple[str, bool, str]:
+    try:
+        await asyncio.wait_for(probe, timeout=3.0)
+        return name, True, "ok"
+    except Exception as error:  # a failed dependency is an answer here, not an error
+        return name, False, f"{type(error).__name__}: {error}"[:300]
+
+
+def _database_up(resources: Resources) -> None:
+    with resources.gallery.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def _triton_ready(resources: Resources) -> None:
+    state = await asyncio.to_thread(resources.gallery.state)
+    wanted = [(DETECTOR, "1"), (LANDMARKS, "1"), (EMBEDDER, state.active_model_version)]
+    ready = await asyncio.gather(*(resources.triton.is_ready(m, v) for m, v in wanted))
+    missing = [f"{m} v{v}" for (m, v), ok in zip(wanted, ready, strict=True) if not ok]
+    if missing:
+        raise RuntimeError(f"not ready: {', '.join(missing)}")
+
+
+async def readiness(resources: Resources) -> dict[str, dict[str, Any]]:
+    checks = await asyncio.gather(
+        _check("triton", _triton_ready(resources)),
+        _check("search", resources.search.health()),
+        _check("database", asyncio.to_thread(_database_up, resources)),
+    )
+    return {name: {"ok": ok, "detail": detail} for name, ok, detail in checks}
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(resources: ResourcesDep) -> JSONResponse:
+    checks = await readiness(resources)
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for model in stats.get("model_stats", []):
+        inferences = int(model.get("inference_count", 0))
+        executions = int(model.get("execution_count", 0))
+        queue = model.get("inference_stats", {}).get("queue", {})
+        success = model.get("inference_stats", {}).get("success", {})
+        count = int(success.get("count", 0)) or 1
+        rows.append(
+            {
+                "model": model["name"],
+                "version": model["version"],
+                "inference_count": inferences,
+                "execution_count": executions,
+                "average_batch_size": round(inferences / executions, 2) if executions else None,
+                "average_queue_ms": round(int(queue.get("ns", 0)) / count / 1e6, 3),
+            }
+        )
+    return rows
+
+
+@router.get("/health/detailed")
+async def detailed(resources: ResourcesDep, key: RecognizeKey) -> JSONResponse:
+    checks = await readiness(resources)
+    state = await asyncio.to_thread(resources.gallery.state)
+    details: dict[str, Any] = {
+        "checks": checks,
+        "model": {"name": EMBEDDER, "active_version": state.active_model_version},
+        "gallery": {"generation": state.generation, "collection": state.active_collection},
+        "cache": resources.cache.state(),
+        "startup_reconciliation": {
+            "rebuilt": resources.reconciliation.rebuilt,
+            "database_checksum": resources.reconciliation.database_checksum,
+        },
+    }
+    try:
+        ids = await asyncio.to_thread(resources.gallery.face_ids, state.active_model_version)
+        info = await resources.search.info(state.active_collection)
+        database_checksum = checksum_of_ids(ids)
+        details["gallery"].update(
+            faces=len(ids),
+            database_checksum=database_checksum,
+            index_checksum=info.checksum,
+            index_count=info.count,
+            in_agreement=database_checksum == info.checksum,
+        )
+        resources.metrics.faces.set(len(ids))
+    except Exception as error:  # reported, not raised: this page must answer while degraded
+        details["gallery"]["error"] = f"{type(error).__name__}: {error}"[:300]
+    try:
+        details["triton"] = _triton_statistics(await resources.triton.statistics())
+    except Exception as error:
+        details["triton"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse({"status": "ok" if ok else "degraded", **details}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(resources: ResourcesDep) -> Response:
+    return Response(generate_latest(resources.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,81 @@
+"""People and their enrolled faces."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response, UploadFile, status
+
+from orchestrator.api.deps import AdminKey, RecognizeKey, ResourcesDep
+from orchestrator.api.schemas import EnrolledFace, FaceList, PersonList
+from orchestrator.db.tables import PersonCreate, PersonPublic, PersonUpdate
+
+router = APIRouter(tags=["people"])
+
+
+@router.post("/v1/people", status_code=status.HTTP_201_CREATED, response_model=PersonPublic)
+async def create_person(body: PersonCreate, resources: ResourcesDep, key: AdminKey) -> Any:
+    return await asyncio.to_thread(resources.gallery.create_person, body)
+
+
+@router.get("/v1/people", response_model=PersonList)
+async def list_people(
+    resources: ResourcesDep,
+    key: RecognizeKey,
+    q: Annotated[
+        str | None, Query(max_length=200, description="matches name, external id, attributes")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    items, total = await asyncio.to_thread(resources.gallery.list_people, q, limit, offset)
+    return {"items": items, "total": total}
+
+
+@router.get("/v1/people/{person_id}", response_model=PersonPublic)
+async def get_person(person_id: int, resources: ResourcesDep, key: RecognizeKey) -> Any:
+    return await asyncio.to_thread(resources.gallery.get_person, person_id)
+
+
+@router.patch("/v1/people/{person_id}", response_model=PersonPublic)
+async def update_person(person_id: int, body: PersonUpdate, resources: ResourcesDep, key: AdminKey) -> Any:
+    return await asyncio.to_thread(resources.gallery.update_person, person_id, body)
+
+
+@router.delete("/v1/people/{person_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_person(person_id: int, resources: ResourcesDep, key: AdminKey) -> Response:
+    await resources.enrolment.delete_person(person_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/v1/people/{person_id}/faces",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrolledFace,
+    responses={422: {"description": "no face, or several faces without pick=largest"}},
+)
+async def enrol_face(
+    person_id: int,
+    file: UploadFile,
+    resources: ResourcesDep,
+    key: AdminKey,
+    pick: Annotated[
+        Literal["largest"] | None, Query(description="enrol the largest of several faces")
+    ] = None,
+) -> Any:
+    image = await file.read()
+    async with resources.admission.slot():
+        return await resources.enrolment.enrol(person_id, image, pick_largest=pick == "largest")
+
+
+@router.get("/v1/people/{person_id}/faces", response_model=FaceList)
+async def list_faces(person_id: int, resources: ResourcesDep, key: RecognizeKey) -> Any:
+    await asyncio.to_thread(resources.gallery.get_person, person_id)
+    return {"items": await asyncio.to_thread(resources.gallery.list_faces, person_id)}
+
+
+@router.delete("/v1/faces/{face_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_face(face_id: int, resources: ResourcesDep, key: AdminKey) -> Response:
+    await resources.enrolment.delete_face(face_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,92 @@
+"""Recognise, verify and detect faces in uploaded images."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, UploadFile
+
+from orchestrator.api.deps import RecognizeKey, ResourcesDep
+from orchestrator.api.schemas import BatchAnswer, DetectAnswer, RecognizeAnswer, VerifyAnswer
+from orchestrator.errors import InvalidRequest, ProblemError
+
+router = APIRouter(tags=["recognition"])
+
+TopK = Annotated[int | None, Query(ge=1, le=100, description="people per face (default 5)")]
+Threshold = Annotated[
+    float | None, Query(ge=-1, le=1, description="cosine similarity for a match (default: calibrated)")
+]
+MaxFaces = Annotated[int | None, Query(ge=1, le=64, description="largest faces to consider")]
+
+
+@router.post("/v1/recognize", response_model=RecognizeAnswer)
+async def recognize(
+    file: UploadFile,
+    resources: ResourcesDep,
+    key: RecognizeKey,
+    top_k: TopK = None,
+    threshold: Threshold = None,
+    max_faces: MaxFaces = None,
+) -> Any:
+    image = await file.read()
+    async with resources.admission.slot():
+        return await resources.recognition.recognize(
+            image,
+            top_k=top_k or resources.settings.api.default_top_k,
+            threshold=threshold,
+            max_faces=max_faces,
+            api_key_id=key.id,
+        )
+
+
+@router.post("/v1/recognize/batch", response_model=BatchAnswer)
+async def recognize_batch(
+    files: list[UploadFile],
+    resources: ResourcesDep,
+    key: RecognizeKey,
+    top_k: TopK = None,
+    threshold: Threshold = None,
+    max_faces: MaxFaces = None,
+) -> Any:
+    limit = resources.settings.api.max_batch_images
+    if len(files) > limit:
+        raise InvalidRequest(f"{len(files)} images sent; at most {limit} per batch")
+    images = [await f.read() for f in files]
+    results: list[dict[str, Any]] = []
+    async with resources.admission.slot(len(images)):
+        for image in images:
+            try:
+                results.append(
+                    await resources.recognition.recognize(
+                        image,
+                        top_k=top_k or resources.settings.api.default_top_k,
+                        threshold=threshold,
+                        max_faces=max_faces,
+                        api_key_id=key.id,
+                    )
+                )
+            except ProblemError as error:
+                results.append(error.to_problem())
+    return {"results": results}
+
+
+@router.post("/v1/verify", response_model=VerifyAnswer)
+async def verify(
+    file1: UploadFile,
+    file2: UploadFile,
+    resources: ResourcesDep,
+    key: RecognizeKey,
+    threshold: Threshold = None,
+) -> Any:
+    first, second = await file1.read(), await file2.read()
+    async with resources.admission.slot(2):
+        return await resources.recognition.verify(first, second, threshold)
+
+
+@router.post("/v1/detect", response_model=DetectAnswer)
+async def detect(
+    file: UploadFile, resources: ResourcesDep, key: RecognizeKey, max_faces: MaxFaces = None
+) -> Any:
+    image = await file.read()
+    async with resources.admission.slot():
+        return await resources.recognition.detect(image, max_faces)

@@ -1,0 +1,20 @@
+"""The gallery: people, faces and embeddings, keys, live state and the recognition log.
+
+The database is the source of truth; the search index is rebuilt from
+:meth:`Gallery.embeddings` and checked against :meth:`Gallery.face_ids`.
+"""
+
+from __future__ import annotations
+
+from orchestrator.db.faces import Faces
+from orchestrator.db.keys import Keys
+from orchestrator.db.people import People
+from orchestrator.db.rollouts import Rollouts
+from orchestrator.db.state import RecognitionLogs, State
+
+
+class Gallery(People, Faces, State, Keys, RecognitionLogs, Rollouts):
+    """Every operation opens its own session; synchronous, call from a worker thread.
+
+    >>> gallery = Gallery(make_engine(url)); migrate(gallery.engine)
+    """

@@ -1,0 +1,104 @@
+"""What is live (generation, model version, collection) and the recognition log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlmodel import col
+
+from orchestrator.db.store import Store
+from orchestrator.db.tables import GalleryState, GalleryStatePublic, RecognitionLog, RecognitionLogPublic
+from orchestrator.db.types import utcnow
+
+
+def _state(row: GalleryState) -> GalleryStatePublic:
+    return GalleryStatePublic.model_validate(row, from_attributes=True)
+
+
+class State(Store):
+    def state(self) -> GalleryStatePublic:
+        with self._reading() as session:
+            row = session.get(GalleryState, 1)
+            if row is None:
+                raise RuntimeError("gallery_state has no row: the database is not migrated")
+            return _state(row)
+
+    def bump_generation(self) -> int:
+        """Increment the gallery generation; returns the new value.
+
+        Atomic across threads and processes: the increment happens in SQL under the row
+        lock, and the value is read back in the same transaction.
+        """
+        with self._writing() as session:
+            session.execute(
+                update(GalleryState)
+                .where(col(GalleryState.id) == 1)
+                .values(generation=col(GalleryState.generation) + 1, updated_at=utcnow())
+            )
+            generation = session.scalar(select(col(GalleryState.generation)).where(col(GalleryState.id) == 1))
+        if generation is None:
+            raise RuntimeError("gallery_state has no row: the database is not migrated")
+        return int(generation)
+
+    def set_active(self, model_version: str, collection: str) -> GalleryStatePublic:
+        """Switch the live (model version, collection) pair at once; clears any pending one."""
+        return self._set(
+            active_model_version=model_version,
+            active_collection=collection,
+            pending_model_version=None,
+            pending_collection=None,
+        )
+
+    def set_pending(self, model_version: str | None, collection: str | None) -> GalleryStatePublic:
+        """Record (or with None, forget) the version a rollout is building."""
+        return self._set(pending_model_version=model_version, pending_collection=collection)
+
+    def _set(self, **values: Any) -> GalleryStatePublic:
+        with self._writing() as session:
+            row = session.get(GalleryState, 1, with_for_update=True)
+            if row is None:
+                raise RuntimeError("gallery_state has no row: the database is not migrated")
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = utcnow()
+        return _state(row)
+
+
+class RecognitionLogs(Store):
+    def log_recognition(
+        self,
+        *,
+        image_sha256: str,
+        results: Sequence[dict[str, Any]],
+        model_version: str,
+        took_ms: float,
+        cached: bool,
+        api_key_id: int | None = None,
+        face_count: int | None = None,
+    ) -> int:
+        """Record one answered recognition; ``results`` has one entry per face (decision,
+        best person id, similarity); ``face_count`` defaults to their number. Returns the
+        log row's id."""
+        entry = RecognitionLog(
+            api_key_id=api_key_id,
+            image_sha256=image_sha256,
+            face_count=len(results) if face_count is None else face_count,
+            results=list(results),
+            model_version=model_version,
+            took_ms=float(took_ms),
+            cached=cached,
+        )
+        with self._writing() as session:
+            session.add(entry)
+        assert entry.id is not None
+        return entry.id
+
+    def recent_recognitions(self, limit: int = 100) -> list[RecognitionLogPublic]:
+        """The newest entries first."""
+        with self._reading() as session:
+            rows = session.scalars(
+                select(RecognitionLog).order_by(col(RecognitionLog.id).desc()).limit(limit)
+            ).all()
+            return [RecognitionLogPublic.model_validate(row, from_attributes=True) for row in rows]

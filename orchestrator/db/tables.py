@@ -1,0 +1,284 @@
+"""The gallery's tables and the read models answered by the API.
+
+SQLModel classes split as ``XBase / XCreate / XUpdate / X(table=True) / XPublic``. The
+tables live in their own metadata with a naming convention, so constraint names are the
+same on every backend and match the migration, and nothing else that uses SQLModel's
+shared metadata leaks into ours.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator
+from sqlalchemy import CheckConstraint, Double, Index, MetaData, String
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from orchestrator.db.types import Blob, ExternalIdColumn, Json, UtcDateTime, utcnow
+
+NAME_MAX = 200
+ATTRIBUTES_MAX_BYTES = 16 * 1024
+Role = Literal["admin", "recognize"]
+ROLES: tuple[Role, ...] = ("admin", "recognize")
+DEFAULT_MODEL_VERSION = "1"
+DEFAULT_COLLECTION = "arcface-v1-g1"
+
+metadata = MetaData(
+    naming_convention={
+        "pk": "pk_%(table_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+class DbModel(SQLModel, registry=registry(metadata=metadata)):
+    """Root of every model here; binds the tables to :data:`metadata`."""
+
+
+# The checks are plain functions so the pydantic models (422 at the HTTP edge) and the
+# gallery (InvalidRequest for anything built without validation) share one rule.
+def clean_name(value: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError("name must be a string")
+    value = value.strip()
+    if not value:
+        raise ValueError("name must not be empty")
+    if len(value) > NAME_MAX:
+        raise ValueError(f"name is longer than {NAME_MAX} characters")
+    return value
+
+
+def clean_external_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("external_id must be a string")
+    value = value.strip()
+    if len(value) > NAME_MAX:
+        raise ValueError(f"external_id is longer than {NAME_MAX} characters")
+    return value or None
+
+
+def clean_attributes(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("attributes must be a JSON object")
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"attributes are not valid JSON: {exc}") from None
+    if len(text.encode()) > ATTRIBUTES_MAX_BYTES:
+        raise ValueError(f"attributes exceed {ATTRIBUTES_MAX_BYTES} bytes of JSON")
+    return value
+
+
+def _if_str(check: Any) -> Any:
+    return lambda value: check(value) if isinstance(value, str) else value
+
+
+# Stripped before the length constraints apply, so "  x  " is a valid name "x".
+PersonName = Annotated[str, BeforeValidator(_if_str(clean_name))]
+ExternalId = Annotated[str | None, BeforeValidator(_if_str(clean_external_id))]
+Attributes = Annotated[dict[str, Any], AfterValidator(clean_attributes)]
+
+
+class PersonBase(DbModel):
+    name: PersonName = Field(min_length=1, max_length=NAME_MAX)
+    external_id: ExternalId = Field(default=None, max_length=NAME_MAX)
+    attributes: Attributes = Field(default_factory=dict, sa_type=Json)
+
+
+class PersonCreate(PersonBase):
+    pass
+
+
+class PersonUpdate(DbModel):
+    """Only the fields that are set change; ``attributes`` replaces the whole object."""
+
+    name: PersonName | None = Field(default=None, min_length=1, max_length=NAME_MAX)
+    external_id: ExternalId = Field(default=None, max_length=NAME_MAX)
+    attributes: Attributes | None = None
+
+
+class Person(PersonBase, table=True):
+    __tablename__ = "person"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str | None = Field(default=None, max_length=NAME_MAX, unique=True, sa_type=ExternalIdColumn)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class PersonPublic(DbModel):
+    id: int
+    name: str
+    external_id: str | None
+    attributes: dict[str, Any]
+    face_count: int
+    created_at: datetime
+
+
+class Face(DbModel, table=True):
+    __tablename__ = "face"
+    # Face ids are index ids: SQLite must never hand out the id of a deleted face again.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", ondelete="CASCADE", index=True)
+    model_version: str = Field(max_length=64)
+    """The embedder version at enrolment."""
+    crop_png: bytes = Field(sa_type=Blob)
+    """The aligned 112×112 crop, PNG: what a new model version re-embeds."""
+    image_sha256: str = Field(max_length=64, index=True)
+    # Double: MySQL's FLOAT is single precision and would not give back what was stored.
+    quality: float = Field(sa_type=Double)
+    det_score: float = Field(sa_type=Double)
+    box: list[float] = Field(sa_type=Json)
+    """[x1, y1, x2, y2] in the enrolled image's pixels."""
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class FacePublic(DbModel):
+    face_id: int
+    person_id: int
+    created_at: datetime
+    model_version: str
+    quality: float
+    det_score: float
+    box: list[float]
+
+
+class FaceEmbedding(DbModel, table=True):
+    """One row per embedder version that embedded a face; a rollout adds a version."""
+
+    __tablename__ = "face_embedding"
+    # Keyset pagination walks one version in face id order; the primary key leads with
+    # face_id for the cascade from face.
+    __table_args__ = (Index(None, "model_version", "face_id"),)
+
+    face_id: int = Field(foreign_key="face.id", ondelete="CASCADE", primary_key=True)
+    model_version: str = Field(max_length=64, primary_key=True)
+    embedding: bytes = Field(sa_type=Blob)
+    """float32, little-endian, ``dim`` values."""
+    dim: int
+
+
+class ApiKey(DbModel, table=True):
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'recognize')", name="role"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=NAME_MAX)
+    role: str = Field(sa_type=String(16))
+    key_hash: str = Field(max_length=64, unique=True)
+    """sha256 hex of the key; the key itself is never stored."""
+    prefix: str = Field(max_length=8)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class ApiKeyPublic(DbModel):
+    id: int
+    name: str
+    role: Role
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+
+class RecognitionLog(DbModel, table=True):
+    __tablename__ = "recognition_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, index=True)
+    api_key_id: int | None = Field(default=None, foreign_key="api_key.id", ondelete="SET NULL")
+    image_sha256: str = Field(max_length=64)
+    face_count: int
+    results: list[dict[str, Any]] = Field(default_factory=list, sa_type=Json)
+    """Per face: decision, best person id and similarity."""
+    model_version: str = Field(max_length=64)
+    took_ms: float = Field(sa_type=Double)
+    cached: bool = False
+
+
+RolloutState = Literal[
+    "pending", "loading", "reembedding", "switching", "draining", "done", "failed", "rolled_back"
+]
+ROLLOUT_FINISHED: tuple[RolloutState, ...] = ("done", "failed", "rolled_back")
+
+
+class Rollout(DbModel, table=True):
+    """One switch of the embedder to another version, step by step (API.md's states)."""
+
+    __tablename__ = "rollout"
+
+    id: int | None = Field(default=None, primary_key=True)
+    from_version: str = Field(max_length=64)
+    to_version: str = Field(max_length=64)
+    collection: str = Field(max_length=200)
+    """The search collection built for ``to_version``."""
+    state: str = Field(default="pending", max_length=16)
+    progress: float = Field(default=0.0, sa_type=Double)
+    error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class RolloutPublic(DbModel):
+    rollout_id: int
+    from_version: str
+    to_version: str
+    collection: str
+    state: RolloutState
+    progress: float
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecognitionLogPublic(DbModel):
+    id: int
+    created_at: datetime
+    api_key_id: int | None
+    image_sha256: str
+    face_count: int
+    results: list[dict[str, Any]]
+    model_version: str
+    took_ms: float
+    cached: bool
+
+
+class GalleryState(DbModel, table=True):
+    """The single row (id 1) naming what is live; the migration inserts it."""
+
+    __tablename__ = "gallery_state"
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    gallery_id: str = Field(max_length=32)
+    """Random, fixed at creation: keeps galleries sharing one cache server apart."""
+    generation: int = 1
+    """Bumped by every enrol/delete; part of the recognition cache key."""
+    active_model_version: str = Field(default=DEFAULT_MODEL_VERSION, max_length=64)
+    active_collection: str = Field(default=DEFAULT_COLLECTION, max_length=200)
+    pending_model_version: str | None = Field(default=None, max_length=64)
+    """The version a rollout is re-embedding into, until it becomes active."""
+    pending_collection: str | None = Field(default=None, max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class GalleryStatePublic(DbModel):
+    gallery_id: str
+    generation: int
+    active_model_version: str
+    active_collection: str
+    pending_model_version: str | None
+    pending_collection: str | None
+    updated_at: datetime

@@ -1,0 +1,1 @@
+"""Triton Inference Server: the local launcher, its Python environment, and the async client."""

@@ -1,0 +1,33 @@
+"""The running stack for end-to-end tests: real Triton, search service, Redis and database.
+
+The database is SQLite in a temporary dir unless DATABASE_URL names another; Redis is
+REDIS_URL or the local server (db 14). The stack itself is :class:`tests.stack.Stack`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from orchestrator.triton.server import TritonServer
+from tests.stack import Stack, redis_url, sqlite_url
+
+
+@pytest.fixture(scope="module")
+def stack(triton_server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    running = Stack(root, triton_server, os.environ.get("DATABASE_URL") or sqlite_url(root), redis_url())
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as client:
+        yield client

@@ -1,0 +1,85 @@
+"""Crashes between the database and the index, and a cache that is down."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.triton.server import TritonServer, free_port
+from tests.e2e.flows import best_name, create_person, enrol, recognize
+from tests.stack import Stack, redis_url, sqlite_url
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fresh_stack(triton_server: TritonServer, tmp_path: Path):
+    stacks: list[Stack] = []
+
+    def make(cache_url: str | None) -> Stack:
+        stack = Stack(tmp_path / f"s{len(stacks)}", triton_server, sqlite_url(tmp_path), cache_url)
+        stacks.append(stack)
+        return stack.start()
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+def test_a_kill_between_database_and_index_is_repaired_at_start(fresh_stack, photos: Path) -> None:
+    stack = fresh_stack(redis_url())
+    with stack.client() as client:
+        person = create_person(client, "Barack Obama")
+        enrol(client, person["id"], photos / "obama.jpg")
+        stack.api.stop()
+        stack.api.start(extra_env={"FACEREC_FAILPOINTS": "enrol-after-database"}).wait_ready()
+        with pytest.raises(httpx.TransportError):
+            client.post(
+                f"/v1/people/{person['id']}/faces",
+                files={"file": ("f.jpg", (photos / "obama2.jpg").read_bytes())},
+            )
+        assert stack.api.wait_exit() == 137
+        stack.api.start().wait_ready()
+        gallery = client.get("/health/detailed").json()
+        assert gallery["startup_reconciliation"]["rebuilt"] is True
+        assert gallery["gallery"]["in_agreement"] is True and gallery["gallery"]["faces"] == 2
+        faces = client.get(f"/v1/people/{person['id']}/faces").json()["items"]
+        answer = recognize(client, photos / "obama2.jpg")
+        assert answer["faces"][0]["matches"][0]["face_id"] == max(f["face_id"] for f in faces)
+        assert answer["faces"][0]["matches"][0]["similarity"] > 0.99
+
+
+def test_a_kill_after_a_delete_never_serves_the_orphan(fresh_stack, photos: Path) -> None:
+    stack = fresh_stack(redis_url())
+    with stack.client() as client:
+        keep = create_person(client, "Joe Biden")
+        enrol(client, keep["id"], photos / "biden.jpg")
+        gone = create_person(client, "Barack Obama")
+        enrol(client, gone["id"], photos / "obama.jpg")
+        stack.api.stop()
+        stack.api.start(extra_env={"FACEREC_FAILPOINTS": "delete-after-database"}).wait_ready()
+        with pytest.raises(httpx.TransportError):
+            client.delete(f"/v1/people/{gone['id']}")
+        assert stack.api.wait_exit() == 137
+        stack.api.start().wait_ready()
+        detailed = client.get("/health/detailed").json()
+        assert detailed["startup_reconciliation"]["rebuilt"] is True
+        assert detailed["gallery"]["in_agreement"] is True and detailed["gallery"]["faces"] == 1
+        answer = recognize(client, photos / "obama2.jpg")
+        assert gone["id"] not in [m["person_id"] for m in answer["faces"][0]["matches"]]
+        assert client.get(f"/v1/people/{gone['id']}").status_code == 404
+
+
+def test_with_the_cache_down_answers_still_come_uncached(fresh_stack, photos: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    stack = fresh_stack(dead)
+    with stack.client() as client:
+        person = create_person(client, "Joe Biden")
+        enrol(client, person["id"], photos / "biden.jpg")
+        first = recognize(client, photos / "biden.jpg")
+        second = recognize(client, photos / "biden.jpg")
+        assert best_name(first) == best_name(second) == "Joe Biden"
+        assert first["cached"] is False and second["cached"] is False
+        cache = client.get("/health/detailed").json()["cache"]
+        assert cache["state"] == "degraded" and cache["errors"] >= 1
+        assert httpx.get(stack.api.url + "/health/ready").status_code == 200

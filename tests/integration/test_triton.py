@@ -1,0 +1,64 @@
+"""The real tritonserver binary serving the real models through the Python backend."""
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from orchestrator.errors import UpstreamUnavailable
+from orchestrator.models.catalog import ARCFACE, DEFAULT_MODELS
+from orchestrator.triton.client import TritonModels
+from orchestrator.triton.server import TritonServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_all_models_are_ready(triton_server: TritonServer) -> None:
+    index = httpx.post(f"{triton_server.http_url}/v2/repository/index", timeout=10).json()
+    ready = {(m["name"], m["version"]) for m in index if m.get("state") == "READY"}
+    # Other arcface versions may be listed (UNAVAILABLE) after a rollout test unloaded them.
+    assert ready == {(spec.name, "1") for spec in DEFAULT_MODELS}
+
+
+async def test_tensor_names_and_batch_size_come_from_triton(triton: TritonModels) -> None:
+    info = await triton.info("arcface")
+    assert info.inputs == ("input",) and info.outputs == ("output",)
+    assert info.max_batch_size == ARCFACE.max_batch_size
+
+
+async def test_a_batch_larger_than_max_batch_size_is_split(triton: TritonModels) -> None:
+    batch = np.random.default_rng(0).uniform(-1, 1, (70, 1, 64, 64)).astype(np.float32)
+    out = await triton.infer("face_landmarks", batch)
+    assert out["output"].shape == (70, 136)
+    single = await triton.infer("face_landmarks", batch[65:66])
+    np.testing.assert_allclose(out["output"][65], single["output"][0], atol=1e-5)
+
+
+async def test_a_bad_request_fails_alone_with_a_clear_error(triton: TritonModels) -> None:
+    info = await triton.info("arcface")
+    wrong = np.zeros((1, 3, 100, 100), np.float32)
+    with pytest.raises(UpstreamUnavailable):
+        await triton._infer_one(info, wrong)
+    ok = await triton.infer("arcface", np.zeros((2, 3, 112, 112), np.float32))
+    assert ok["output"].shape == (2, 512)
+
+
+async def arcface_counts(triton: TritonModels) -> tuple[int, int]:
+    stats = await triton.statistics("arcface", "1")
+    model = stats["model_stats"][0]
+    return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
+
+
+async def test_concurrent_callers_are_batched(triton: TritonModels) -> None:
+    before = await arcface_counts(triton)
+    rng = np.random.default_rng(1)
+    faces = rng.uniform(-1, 1, (48, 1, 3, 112, 112)).astype(np.float32)
+    results = await asyncio.gather(*(triton.infer("arcface", face) for face in faces))
+    after = await arcface_counts(triton)
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == 48
+    assert executions < inferences, f"{executions} executions for {inferences} inferences"
+    # Batching must not mix answers up: each caller gets the embedding of its own face.
+    alone = await triton.infer("arcface", faces[17])
+    np.testing.assert_allclose(results[17]["output"], alone["output"], atol=1e-4)
