@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import cv2
 from fastapi import FastAPI
 
 from orchestrator.api import problems
@@ -19,8 +20,10 @@ from orchestrator.config import Settings
 from orchestrator.db.engine import default_database_url, make_engine, migrate
 from orchestrator.db.gallery import Gallery
 from orchestrator.enrolment import Enrolment, reconcile
+from orchestrator.live_view import LiveView
 from orchestrator.pipeline import EMBEDDER, FacePipeline
 from orchestrator.recognition import Recognition
+from orchestrator.recognition_log import RecognitionLogWriter
 from orchestrator.resources import Admission, Resources
 from orchestrator.rollout import RolloutRunner
 from orchestrator.search_client import SearchClient
@@ -77,14 +80,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await cache.start()
         stack.push_async_callback(cache.close)
         executor = ThreadPoolExecutor(settings.api.cpu_workers, thread_name_prefix="pixels")
+        # Images already run in parallel on this pool; OpenCV's own pool on top only
+        # spins (sched_yield) against them and Triton for the same cores.
+        cv2.setNumThreads(1)
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
 
         pipeline = FacePipeline(triton, executor=executor)
+        live = LiveView(gallery, settings.api.refresh_s)
+        recognition_log = RecognitionLogWriter(gallery)
+        await recognition_log.start()
+        stack.push_async_callback(recognition_log.close)
         control = ModelControl(
             settings.triton_grpc_url, settings.triton_metrics_url, settings.triton.timeout_s
         )
         stack.push_async_callback(control.close)
-        rollouts = RolloutRunner(gallery, search, pipeline, control, settings.embedding_dim, settings.rollout)
+        rollouts = RolloutRunner(
+            gallery, search, pipeline, control, settings.embedding_dim, settings.rollout, live
+        )
         stack.push_async_callback(rollouts.wait)
         await rollouts.recover()
         await serve_live_versions(gallery, control)
@@ -97,10 +109,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             search=search,
             cache=cache,
             pipeline=pipeline,
-            recognition=Recognition(gallery, search, pipeline, cache, settings.match_threshold),
+            recognition=Recognition(live, search, pipeline, cache, recognition_log, settings.match_threshold),
             enrolment=Enrolment(gallery, search, pipeline),
             metrics=metrics,
             admission=Admission(settings.api.max_concurrent_images, metrics),
+            live=live,
             reconciliation=reconciliation,
             rollouts=rollouts,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from orchestrator.allocator import keep_freed_memory
 from orchestrator.models.catalog import ARCFACE
 from orchestrator.pipeline import FacePipeline
 from orchestrator.triton.client import TritonModels
@@ -30,6 +31,7 @@ _LEVELS = {
 
 def raw_ceiling(model: Path, batch_sizes: Iterable[int], seconds: float) -> dict[int, float]:
     """faces/s of the embedder in ONNX Runtime, same optimisation level as the CPU repository."""
+    keep_freed_memory()  # as Triton's model processes run
     options = ort.SessionOptions()
     options.graph_optimization_level = _LEVELS[ARCFACE.cpu_graph_optimization]
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])

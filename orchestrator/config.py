@@ -35,6 +35,10 @@ class ApiSettings(BaseModel):
     """Threads for decode/align work, off the event loop."""
     default_top_k: int = 5
     cache_ttl_s: int = 3600
+    refresh_s: float = 1.0
+    """How old this replica's in-memory view of the live state, face owners and API keys
+    may be. Writes through this replica are seen at once, through others within this; 0
+    reads the database on every request."""
 
 
 class RolloutSettings(BaseModel):

@@ -86,10 +86,14 @@ class FacePipeline:
             timings[stage] = round((now - clock) * 1000, 3)
             clock = now
 
-        image: DecodedImage = await self._cpu(decode, data, self.limits)
+        def decoded() -> tuple[DecodedImage, np.ndarray]:
+            image = decode(data, self.limits)
+            return image, detect.detector_input(image.rgb)
+
+        # Each hop to the thread pool costs a GIL hand-over: one per stage between models.
+        image, detector_in = await self._cpu(decoded)
         lap("decode")
         rgb = image.rgb
-        detector_in = await self._cpu(detect.detector_input, rgb)
         out = await self.triton.infer(DETECTOR, detector_in[None], versions.detector)
         params = self.detect_params
         if max_faces is not None:
@@ -108,30 +112,31 @@ class FacePipeline:
         if not found:
             return analysis
 
-        gray = await self._cpu(cv2.cvtColor, rgb, cv2.COLOR_RGB2GRAY)
         rects = [landmarks.crop_rect(d.box, image.width, image.height) for d in found]
-        patches = np.stack([landmarks.landmark_input(gray, r) for r in rects])
-        out = await self.triton.infer(LANDMARKS, patches, versions.landmarks)
-        for face, rect, raw in zip(faces, rects, out["output"], strict=True):
-            points = landmarks.landmarks_in_image(raw, rect)
-            face.landmarks68 = points * to_sent
-            face.points5 = landmarks.five_points(points)
+
+        def landmark_patches() -> np.ndarray:
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            return np.stack([landmarks.landmark_input(gray, r) for r in rects])
+
+        marks = await self.triton.infer(LANDMARKS, await self._cpu(landmark_patches), versions.landmarks)
         lap("landmarks")
 
-        def align_all() -> np.ndarray:
+        def align_all() -> np.ndarray | None:
+            """Crops on the faces; the embedder's input when embedding."""
             crops = []
-            for face in faces:
-                assert face.points5 is not None
-                face.crop = align.align(rgb, face.points5)
+            for face, rect, raw in zip(faces, rects, marks["output"], strict=True):
+                points = landmarks.landmarks_in_image(raw, rect)
+                face.landmarks68 = points * to_sent
+                points5 = landmarks.five_points(points)
+                face.crop = align.align(rgb, points5)
                 face.sharpness = align.sharpness(face.crop)
-                face.points5 = face.points5 * to_sent
+                face.points5 = points5 * to_sent
                 crops.append(face.crop)
-            return np.stack(crops)
+            return align.embedder_input(np.stack(crops)) if embed else None
 
-        crops = await self._cpu(align_all)
+        embedder_in = await self._cpu(align_all)
         lap("align")
-        if embed:
-            embedder_in = await self._cpu(align.embedder_input, crops)
+        if embedder_in is not None:
             out = await self.triton.infer(EMBEDDER, embedder_in, versions.embedder)
             for face, vector in zip(faces, l2_normalize(out["output"]), strict=True):
                 face.embedding = vector

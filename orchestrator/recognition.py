@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -12,9 +11,11 @@ import numpy as np
 
 from orchestrator.answers import detected_face, person_matches, recognized_face
 from orchestrator.cache import RecognitionCache
-from orchestrator.db.gallery import Gallery
+from orchestrator.db.tables import RecognitionLog
 from orchestrator.errors import UpstreamUnavailable
+from orchestrator.live_view import LiveView
 from orchestrator.pipeline import FacePipeline, ModelVersions
+from orchestrator.recognition_log import RecognitionLogWriter
 from orchestrator.search_client import SearchClient, SearchServiceError
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,18 @@ MAX_FACE_HITS = 256
 class Recognition:
     def __init__(
         self,
-        gallery: Gallery,
+        live: LiveView,
         search: SearchClient,
         pipeline: FacePipeline,
         cache: RecognitionCache,
+        recognition_log: RecognitionLogWriter,
         threshold: float,
     ) -> None:
-        self.gallery = gallery
+        self.live = live
         self.search = search
         self.pipeline = pipeline
         self.cache = cache
+        self.recognition_log = recognition_log
         self.threshold = threshold
 
     async def recognize(
@@ -50,7 +53,7 @@ class Recognition:
     ) -> dict[str, Any]:
         started = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
-        state = await asyncio.to_thread(self.gallery.state)
+        state = await self.live.state()
         image_sha256 = hashlib.sha256(image).hexdigest()
         params = {"gallery": state.gallery_id, "top_k": top_k, "threshold": threshold, "max_faces": max_faces}
         key = self.cache.key(image_sha256, params, state.active_model_version, state.generation)
@@ -60,22 +63,23 @@ class Recognition:
             answer = await self._recognize(image, state, top_k, threshold, max_faces)
             await self.cache.set(key, answer)
         answer = {**answer, "took_ms": round((time.perf_counter() - started) * 1000, 2), "cached": cached}
-        await asyncio.to_thread(
-            self.gallery.log_recognition,
-            api_key_id=api_key_id,
-            image_sha256=image_sha256,
-            face_count=len(answer["faces"]),
-            results=[
-                {
-                    "decision": f["decision"],
-                    "person_id": f["matches"][0]["person_id"] if f["matches"] else None,
-                    "similarity": f["matches"][0]["similarity"] if f["matches"] else None,
-                }
-                for f in answer["faces"]
-            ],
-            model_version=answer["model_version"],
-            took_ms=answer["took_ms"],
-            cached=cached,
+        self.recognition_log.add(
+            RecognitionLog(
+                api_key_id=api_key_id,
+                image_sha256=image_sha256,
+                face_count=len(answer["faces"]),
+                results=[
+                    {
+                        "decision": f["decision"],
+                        "person_id": f["matches"][0]["person_id"] if f["matches"] else None,
+                        "similarity": f["matches"][0]["similarity"] if f["matches"] else None,
+                    }
+                    for f in answer["faces"]
+                ],
+                model_version=answer["model_version"],
+                took_ms=answer["took_ms"],
+                cached=cached,
+            )
         )
         return answer
 
@@ -94,9 +98,7 @@ class Recognition:
                 hits = await self.search.search(state.active_collection, queries, k)
             except SearchServiceError as error:
                 raise UpstreamUnavailable(f"search service: {error}") from error
-            owners = await asyncio.to_thread(
-                self.gallery.faces_by_id, sorted({h.id for row in hits for h in row})
-            )
+            owners = await self.live.owners([h.id for row in hits for h in row])
             faces = [
                 recognized_face(face, person_matches(row, owners, top_k), threshold)
                 for face, row in zip(analysis.faces, hits, strict=True)
@@ -105,7 +107,7 @@ class Recognition:
 
     async def verify(self, first: bytes, second: bytes, threshold: float | None) -> dict[str, Any]:
         threshold = self.threshold if threshold is None else threshold
-        state = await asyncio.to_thread(self.gallery.state)
+        state = await self.live.state()
         versions = ModelVersions(embedder=state.active_model_version)
         similarity = await self.pipeline.compare_largest((first, second), ("file1", "file2"), versions)
         return {

@@ -12,6 +12,7 @@ from orchestrator.config import Settings
 from orchestrator.db.gallery import Gallery
 from orchestrator.enrolment import Enrolment, Reconciliation
 from orchestrator.errors import UpstreamUnavailable
+from orchestrator.live_view import LiveView
 from orchestrator.pipeline import FacePipeline
 from orchestrator.recognition import Recognition
 from orchestrator.rollout import RolloutRunner
@@ -57,5 +58,6 @@ class Resources:
     enrolment: Enrolment
     metrics: ApiMetrics
     admission: Admission
+    live: LiveView
     reconciliation: Reconciliation
     rollouts: RolloutRunner

@@ -22,6 +22,7 @@ from orchestrator.db.gallery import Gallery
 from orchestrator.db.tables import RolloutPublic
 from orchestrator.enrolment import embed_missing, ensure_collection, rebuild
 from orchestrator.errors import Conflict, InvalidRequest
+from orchestrator.live_view import LiveView
 from orchestrator.pipeline import EMBEDDER, FacePipeline
 from orchestrator.search_client import SearchClient, SearchServiceError
 from orchestrator.triton.control import ModelControl
@@ -46,6 +47,7 @@ class RolloutRunner:
         control: ModelControl,
         dim: int,
         settings: RolloutSettings | None = None,
+        live: LiveView | None = None,
     ) -> None:
         self.gallery = gallery
         self.search = search
@@ -53,6 +55,7 @@ class RolloutRunner:
         self.control = control
         self.dim = dim
         self.settings = settings or RolloutSettings()
+        self.live = live or LiveView(gallery, refresh_s=0.0)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _update(self, rollout_id: int, **values: object) -> RolloutPublic:
@@ -98,9 +101,12 @@ class RolloutRunner:
             await self._verify(new, record.collection)
 
             await self._update(rid, state="switching")
-            await asyncio.to_thread(self.gallery.set_active, new, record.collection)
-            await asyncio.to_thread(self.gallery.bump_generation)
+            with self.live.writing():
+                await asyncio.to_thread(self.gallery.set_active, new, record.collection)
+                await asyncio.to_thread(self.gallery.bump_generation)
             switched = True
+            # Replicas read the live pair at most this long ago: after it none sends to the old one.
+            await asyncio.sleep(self.live.refresh_s)
 
             await self._update(rid, state="draining")
             await self.control.drain(EMBEDDER, old, self.settings.grace_s)
@@ -144,11 +150,14 @@ class RolloutRunner:
 
     async def _undo(self, record: RolloutPublic, old_collection: str, switched: bool) -> None:
         try:
+            with self.live.writing():
+                if switched:
+                    await asyncio.to_thread(self.gallery.set_active, record.from_version, old_collection)
+                else:
+                    await asyncio.to_thread(self.gallery.set_pending, None, None)
+                await asyncio.to_thread(self.gallery.bump_generation)
             if switched:
-                await asyncio.to_thread(self.gallery.set_active, record.from_version, old_collection)
-            else:
-                await asyncio.to_thread(self.gallery.set_pending, None, None)
-            await asyncio.to_thread(self.gallery.bump_generation)
+                await asyncio.sleep(self.live.refresh_s)  # as after the switch: replicas catch up
         except Exception:
             log.exception("rollback of rollout %s: restoring the live pair failed", record.rollout_id)
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -28,7 +27,7 @@ async def current_key(
 ) -> ApiKeyPublic:
     if not key:
         raise Unauthorized()
-    found = await asyncio.to_thread(resources.gallery.authenticate, key)
+    found = await resources.live.authenticate(key)
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     return found

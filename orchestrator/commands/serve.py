@@ -71,8 +71,10 @@ def _print_triton(server: TritonServer) -> None:
 def _serve(settings: Settings) -> None:
     import uvicorn
 
+    from orchestrator.allocator import keep_freed_memory
     from orchestrator.app import create_app
 
+    keep_freed_memory()
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
     )

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import col
 
+from orchestrator.db.state import bump_in
 from orchestrator.db.store import Store, chunks
 from orchestrator.db.tables import Face, FaceEmbedding, FacePublic, Person
 from orchestrator.errors import NotFound
@@ -117,6 +118,7 @@ class Faces(Store):
             if person_id is None:
                 raise NotFound(f"face {face_id} not found")
             session.execute(delete(Face).where(col(Face.id) == face_id))
+            bump_in(session)
         return int(person_id)
 
     def faces_by_id(self, ids: Sequence[int]) -> dict[int, tuple[int, str]]:

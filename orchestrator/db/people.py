@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session
 from sqlmodel import col
 
+from orchestrator.db.state import bump_in
 from orchestrator.db.store import Store, valid
 from orchestrator.db.tables import (
     Face,
@@ -136,6 +137,8 @@ class People(Store):
                     setattr(person, name, value)
                 if values:
                     person.updated_at = utcnow()
+                if "name" in values:
+                    bump_in(session)  # answers name people: cached ones must not outlive a rename
                 session.flush()
                 faces = session.scalar(
                     select(func.count(col(Face.id))).where(col(Face.person_id) == person_id)
@@ -153,6 +156,7 @@ class People(Store):
             )
             # The database cascades to face and face_embedding (ON DELETE CASCADE).
             session.execute(delete(Person).where(col(Person.id) == person_id))
+            bump_in(session)
         log.info("person deleted", extra={"person_id": person_id, "faces": len(face_ids)})
         return face_ids
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from orchestrator.db.store import Store
@@ -15,6 +16,20 @@ from orchestrator.db.types import utcnow
 
 def _state(row: GalleryState) -> GalleryStatePublic:
     return GalleryStatePublic.model_validate(row, from_attributes=True)
+
+
+def bump_in(session: Session) -> None:
+    """Increment the generation inside a caller's transaction.
+
+    Deletes and renames bump in the same transaction as the change, so a replica that
+    remembers face owners per generation (``LiveView``) can never see the change without
+    the new generation.
+    """
+    session.execute(
+        update(GalleryState)
+        .where(col(GalleryState.id) == 1)
+        .values(generation=col(GalleryState.generation) + 1, updated_at=utcnow())
+    )
 
 
 class State(Store):
@@ -32,11 +47,7 @@ class State(Store):
         lock, and the value is read back in the same transaction.
         """
         with self._writing() as session:
-            session.execute(
-                update(GalleryState)
-                .where(col(GalleryState.id) == 1)
-                .values(generation=col(GalleryState.generation) + 1, updated_at=utcnow())
-            )
+            bump_in(session)
             generation = session.scalar(select(col(GalleryState.generation)).where(col(GalleryState.id) == 1))
         if generation is None:
             raise RuntimeError("gallery_state has no row: the database is not migrated")
@@ -67,33 +78,10 @@ class State(Store):
 
 
 class RecognitionLogs(Store):
-    def log_recognition(
-        self,
-        *,
-        image_sha256: str,
-        results: Sequence[dict[str, Any]],
-        model_version: str,
-        took_ms: float,
-        cached: bool,
-        api_key_id: int | None = None,
-        face_count: int | None = None,
-    ) -> int:
-        """Record one answered recognition; ``results`` has one entry per face (decision,
-        best person id, similarity); ``face_count`` defaults to their number. Returns the
-        log row's id."""
-        entry = RecognitionLog(
-            api_key_id=api_key_id,
-            image_sha256=image_sha256,
-            face_count=len(results) if face_count is None else face_count,
-            results=list(results),
-            model_version=model_version,
-            took_ms=float(took_ms),
-            cached=cached,
-        )
+    def log_recognitions(self, entries: Sequence[RecognitionLog]) -> None:
+        """Record answered recognitions in one transaction (the log writer's batches)."""
         with self._writing() as session:
-            session.add(entry)
-        assert entry.id is not None
-        return entry.id
+            session.add_all(entries)
 
     def recent_recognitions(self, limit: int = 100) -> list[RecognitionLogPublic]:
         """The newest entries first."""

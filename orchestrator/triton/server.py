@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from orchestrator.allocator import malloc_environment
 from orchestrator.processes import StartError, wait_http_ready
 from orchestrator.triton.environment import TritonEnvironment
 
@@ -112,6 +113,8 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
         env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)
+        # The Python backend's stubs inherit these: see orchestrator.allocator.
+        env.update({k: env.get(k, v) for k, v in malloc_environment().items()})
         return env
 
     def start(self) -> None:

@@ -6,7 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 from typing import Any
 
+import pytest
+
 from orchestrator.db import Gallery, make_engine
+from orchestrator.db.tables import PersonCreate, PersonUpdate, RecognitionLog
+from orchestrator.errors import NotFound
+from tests.db.test_faces import enrol, unit_vectors
 
 THREADS = 8
 BUMPS = 25
@@ -60,14 +65,53 @@ def test_recognition_log(gallery: Gallery) -> None:
         {"decision": "match", "person_id": 7, "similarity": 0.8125},
         {"decision": "unknown", "person_id": None, "similarity": 0.125},
     ]
-    first = gallery.log_recognition(
-        image_sha256="0" * 64, results=results, model_version="1", took_ms=12.5, cached=False
-    )
-    second = gallery.log_recognition(
-        image_sha256="1" * 64, results=[], model_version="1", took_ms=0.25, cached=True, api_key_id=key.id
+    gallery.log_recognitions(
+        [
+            RecognitionLog(
+                image_sha256="0" * 64,
+                face_count=2,
+                results=results,
+                model_version="1",
+                took_ms=12.5,
+                cached=False,
+            ),
+            RecognitionLog(
+                image_sha256="1" * 64,
+                face_count=0,
+                results=[],
+                model_version="1",
+                took_ms=0.25,
+                cached=True,
+                api_key_id=key.id,
+            ),
+        ]
     )
     recent = gallery.recent_recognitions(limit=10)
-    assert [entry.id for entry in recent] == [second, first]
+    assert [entry.image_sha256[0] for entry in recent] == ["1", "0"]  # newest first, in batch order
     assert (recent[1].face_count, recent[1].results, recent[1].took_ms) == (2, results, 12.5)
     assert (recent[0].cached, recent[0].api_key_id, recent[0].face_count) == (True, key.id, 0)
-    assert [entry.id for entry in gallery.recent_recognitions(limit=1)] == [second]
+    assert [entry.id for entry in gallery.recent_recognitions(limit=1)] == [recent[0].id]
+
+
+def test_deletes_and_renames_bump_the_generation_in_their_transaction(gallery: Gallery) -> None:
+    """What LiveView relies on: no change to who a face is without a new generation."""
+    person = gallery.create_person(PersonCreate(name="Before"))
+    faces = [enrol(gallery, person.id, vector, tag=i) for i, vector in enumerate(unit_vectors(2))]
+    generation = gallery.state().generation
+    gallery.update_person(person.id, PersonUpdate(attributes={"team": "blue"}))
+    assert gallery.state().generation == generation  # nothing an answer shows
+    gallery.update_person(person.id, PersonUpdate(name="After"))
+    assert gallery.state().generation == generation + 1
+    gallery.delete_face(faces[0])
+    assert gallery.state().generation == generation + 2
+    gallery.delete_person(person.id)
+    assert gallery.state().generation == generation + 3
+
+
+def test_a_failed_delete_leaves_the_generation(gallery: Gallery) -> None:
+    generation = gallery.state().generation
+    with pytest.raises(NotFound):
+        gallery.delete_face(123456)
+    with pytest.raises(NotFound):
+        gallery.delete_person(123456)
+    assert gallery.state().generation == generation

@@ -1,11 +1,13 @@
 """The real tritonserver binary serving the real models through the Python backend."""
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from orchestrator.allocator import malloc_environment
 from orchestrator.errors import UpstreamUnavailable
 from orchestrator.models.catalog import ARCFACE, DEFAULT_MODELS
 from orchestrator.triton.client import TritonModels
@@ -62,3 +64,30 @@ async def test_concurrent_callers_are_batched(triton: TritonModels) -> None:
     # Batching must not mix answers up: each caller gets the embedding of its own face.
     alone = await triton.infer("arcface", faces[17])
     np.testing.assert_allclose(results[17]["output"], alone["output"], atol=1e-4)
+
+
+def test_model_processes_run_with_the_allocator_settings(triton_server: TritonServer) -> None:
+    """The Python backend's stubs (where inference runs) inherit them from tritonserver."""
+    assert triton_server.pid is not None
+    stubs = [
+        pid
+        for pid in _children(triton_server.pid)
+        if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(stubs) >= len(DEFAULT_MODELS)
+    for pid in stubs:
+        environ = dict(
+            item.split(b"=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        expected = {k.encode(): v.encode() for k, v in malloc_environment().items()}
+        assert {k: environ.get(k) for k in expected} == expected, pid
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found

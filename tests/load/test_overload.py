@@ -99,7 +99,8 @@ def _successes(stack: Stack, model: str) -> int:
         sum(
             sample.value
             for family in text_string_to_metric_families(text)
+            if family.name == "nv_inference_request_success"  # the parser names samples "…_total"
             for sample in family.samples
-            if sample.name == "nv_inference_request_success" and sample.labels.get("model") == model
+            if sample.labels.get("model") == model
         )
     )

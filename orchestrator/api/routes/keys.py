@@ -26,5 +26,6 @@ async def list_keys(resources: ResourcesDep, key: AdminKey) -> Any:
 
 @router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_key(key_id: int, resources: ResourcesDep, key: AdminKey) -> Response:
-    await asyncio.to_thread(resources.gallery.revoke_key, key_id)
+    with resources.live.writing():
+        await asyncio.to_thread(resources.gallery.revoke_key, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

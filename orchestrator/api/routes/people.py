@@ -40,12 +40,14 @@ async def get_person(person_id: int, resources: ResourcesDep, key: RecognizeKey)
 
 @router.patch("/v1/people/{person_id}", response_model=PersonPublic)
 async def update_person(person_id: int, body: PersonUpdate, resources: ResourcesDep, key: AdminKey) -> Any:
-    return await asyncio.to_thread(resources.gallery.update_person, person_id, body)
+    with resources.live.writing():
+        return await asyncio.to_thread(resources.gallery.update_person, person_id, body)
 
 
 @router.delete("/v1/people/{person_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_person(person_id: int, resources: ResourcesDep, key: AdminKey) -> Response:
-    await resources.enrolment.delete_person(person_id)
+    with resources.live.writing():
+        await resources.enrolment.delete_person(person_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -66,7 +68,8 @@ async def enrol_face(
 ) -> Any:
     image = await file.read()
     async with resources.admission.slot():
-        return await resources.enrolment.enrol(person_id, image, pick_largest=pick == "largest")
+        with resources.live.writing():
+            return await resources.enrolment.enrol(person_id, image, pick_largest=pick == "largest")
 
 
 @router.get("/v1/people/{person_id}/faces", response_model=FaceList)
@@ -77,5 +80,6 @@ async def list_faces(person_id: int, resources: ResourcesDep, key: RecognizeKey)
 
 @router.delete("/v1/faces/{face_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_face(face_id: int, resources: ResourcesDep, key: AdminKey) -> Response:
-    await resources.enrolment.delete_face(face_id)
+    with resources.live.writing():
+        await resources.enrolment.delete_face(face_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

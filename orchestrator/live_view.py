@@ -1,0 +1,90 @@
+"""What every recognition reads, kept in memory: the live state, face owners and API keys.
+
+Read from the database on every request these cost more CPU than the HTTP work. Each view
+is at most ``refresh_s`` old; writes through this process clear it at once, so one
+replica sees its own writes immediately and other replicas within ``refresh_s``. The
+rollout runner waits ``refresh_s`` after a switch before draining the old version, so no
+replica still sends to it.
+
+Face owners are remembered per gallery generation: deletes and renames bump the
+generation in their own transaction, so once the state shows the new generation every
+owner remembered from before is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+
+from orchestrator.db.gallery import Gallery
+from orchestrator.db.keys import hash_key
+from orchestrator.db.tables import ApiKeyPublic, GalleryStatePublic
+
+
+class LiveView:
+    def __init__(self, gallery: Gallery, refresh_s: float) -> None:
+        self.gallery = gallery
+        self.refresh_s = refresh_s
+        self._state: GalleryStatePublic | None = None
+        self._state_read_at = 0.0
+        self._state_lock = asyncio.Lock()
+        self._owners: dict[int, tuple[int, str]] = {}
+        self._owners_epoch = 0
+        self._keys: dict[str, tuple[ApiKeyPublic, float]] = {}
+
+    def invalidate(self) -> None:
+        """After a write through this process: read everything afresh."""
+        self._state = None
+        self._forget_owners()
+        self._keys.clear()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a write: afterwards (even a failed one, which may have half happened) read afresh."""
+        try:
+            yield
+        finally:
+            self.invalidate()
+
+    def _fresh(self, read_at: float) -> bool:
+        return time.monotonic() - read_at < self.refresh_s
+
+    async def state(self) -> GalleryStatePublic:
+        async with self._state_lock:  # one read refreshes it for every waiting request
+            if self._state is None or not self._fresh(self._state_read_at):
+                state = await asyncio.to_thread(self.gallery.state)
+                if self._state is None or state.generation != self._state.generation:
+                    self._forget_owners()
+                self._state, self._state_read_at = state, time.monotonic()
+            return self._state
+
+    def _forget_owners(self) -> None:
+        self._owners = {}
+        self._owners_epoch += 1
+
+    async def owners(self, face_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """face id → (person id, name) for the ids still in the gallery."""
+        missing = sorted({i for i in face_ids if i not in self._owners})
+        if missing:
+            epoch = self._owners_epoch
+            found = await asyncio.to_thread(self.gallery.faces_by_id, missing)
+            if epoch == self._owners_epoch:  # not forgotten meanwhile: still this generation's
+                self._owners.update(found)
+            else:
+                return {**{i: self._owners[i] for i in face_ids if i in self._owners}, **found}
+        return {i: self._owners[i] for i in face_ids if i in self._owners}
+
+    async def authenticate(self, plaintext: str) -> ApiKeyPublic | None:
+        """The key's record, or None when unknown or revoked (unknown keys are not remembered)."""
+        digest = hash_key(plaintext)
+        remembered = self._keys.get(digest)
+        if remembered is not None and self._fresh(remembered[1]):
+            return remembered[0]
+        key = await asyncio.to_thread(self.gallery.authenticate, plaintext)
+        if key is None:
+            self._keys.pop(digest, None)
+        else:
+            self._keys[digest] = (key, time.monotonic())
+        return key

@@ -1,0 +1,98 @@
+"""LiveView: the in-memory view of state, face owners and keys, on every database backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.db import Gallery
+from orchestrator.db.tables import PersonCreate, PersonUpdate
+from orchestrator.live_view import LiveView
+from tests.db.test_faces import enrol, unit_vectors
+
+LONG = 3600.0  # never refreshes by itself within a test
+
+
+async def test_state_is_remembered_until_refresh_or_invalidate(gallery: Gallery) -> None:
+    live = LiveView(gallery, LONG)
+    first = await live.state()
+    gallery.bump_generation()  # as another replica would
+    assert (await live.state()).generation == first.generation
+    live.invalidate()
+    assert (await live.state()).generation == first.generation + 1
+
+
+async def test_a_zero_refresh_reads_every_time(gallery: Gallery) -> None:
+    live = LiveView(gallery, 0.0)
+    first = await live.state()
+    gallery.bump_generation()
+    assert (await live.state()).generation == first.generation + 1
+
+
+async def test_state_refreshes_after_refresh_s(gallery: Gallery) -> None:
+    live = LiveView(gallery, 0.2)
+    first = await live.state()
+    gallery.set_active("2", "arcface-v2-g1")
+    await asyncio.sleep(0.25)
+    state = await live.state()
+    assert (state.active_model_version, state.active_collection) == ("2", "arcface-v2-g1")
+    assert first.active_model_version == "1"
+
+
+async def test_owners_are_forgotten_when_another_replica_deletes_or_renames(gallery: Gallery) -> None:
+    live = LiveView(gallery, 0.2)
+    person = gallery.create_person(PersonCreate(name="Ada"))
+    kept, deleted = (enrol(gallery, person.id, v, tag=i) for i, v in enumerate(unit_vectors(2)))
+    await live.state()
+    assert await live.owners([kept, deleted, 999_999]) == {
+        kept: (person.id, "Ada"),
+        deleted: (person.id, "Ada"),
+    }
+    gallery.delete_face(deleted)  # another replica: nothing here is invalidated
+    gallery.update_person(person.id, PersonUpdate(name="Ada L."))
+    assert (await live.owners([kept, deleted]))[deleted] == (person.id, "Ada")  # within refresh_s
+    await asyncio.sleep(0.25)
+    await live.state()  # sees the new generation
+    assert await live.owners([kept, deleted]) == {kept: (person.id, "Ada L.")}
+
+
+async def test_new_faces_are_looked_up_without_a_refresh(gallery: Gallery) -> None:
+    live = LiveView(gallery, LONG)
+    person = gallery.create_person(PersonCreate(name="Grace"))
+    first = enrol(gallery, person.id, unit_vectors(1, seed=1)[0])
+    await live.state()
+    assert await live.owners([first]) == {first: (person.id, "Grace")}
+    second = enrol(gallery, person.id, unit_vectors(1, seed=2)[0], tag=1)
+    assert await live.owners([first, second]) == {first: (person.id, "Grace"), second: (person.id, "Grace")}
+
+
+async def test_keys_are_remembered_and_revocation_here_is_seen_at_once(gallery: Gallery) -> None:
+    live = LiveView(gallery, LONG)
+    public, plaintext = gallery.create_key("reader", "recognize")
+    found = await live.authenticate(plaintext)
+    assert found is not None and found.id == public.id
+    assert await live.authenticate("not-a-key") is None
+    with live.writing():
+        gallery.revoke_key(public.id)
+    assert await live.authenticate(plaintext) is None
+
+
+async def test_a_key_revoked_elsewhere_stops_working_after_refresh_s(gallery: Gallery) -> None:
+    live = LiveView(gallery, 0.2)
+    public, plaintext = gallery.create_key("reader", "recognize")
+    assert await live.authenticate(plaintext) is not None
+    gallery.revoke_key(public.id)
+    assert await live.authenticate(plaintext) is not None  # remembered
+    await asyncio.sleep(0.25)
+    assert await live.authenticate(plaintext) is None
+
+
+async def test_writing_invalidates_even_when_the_write_fails(gallery: Gallery) -> None:
+    live = LiveView(gallery, LONG)
+    first = await live.state()
+    gallery.bump_generation()
+    try:
+        with live.writing():
+            raise RuntimeError("half done")
+    except RuntimeError:
+        pass
+    assert (await live.state()).generation == first.generation + 1
