@@ -8,6 +8,10 @@ the ceiling that every served figure is divided by:
 - worker threads: decode, resize and warp are OpenCV calls that release the GIL, so with
   several threads the pixel work of one batch overlaps the inference of another, as it
   does across processes in the served stack. One thread alone would understate the ceiling.
+
+The process runs with the served processes' allocator settings, and with several workers
+OpenCV runs single-threaded as in the orchestrator: the ceiling must not lose to the stack
+for want of a setting the stack has.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from loadtests.chain import GalleryMatrix, OrtChain, build_gallery
@@ -91,6 +96,7 @@ def measure_ceiling(
     threshold: float = 0.38,
 ) -> Ceiling:
     keep_freed_memory()  # as the served processes run: see orchestrator.allocator
+    default_cv2_threads = cv2.getNumThreads()
     chain = OrtChain(repository)
     enrolled = [
         (i, person.name, (photos / name).read_bytes())
@@ -101,6 +107,9 @@ def measure_ceiling(
     rates: dict[tuple[int, int], float] = {}
     right = total = 0
     for threads in workers:
+        # Several workers already fill the cores; OpenCV's own pool would only compete (as
+        # in the orchestrator). One worker gets OpenCV's threads.
+        cv2.setNumThreads(1 if threads > 1 else default_cv2_threads)
         for batch in batch_sizes:
             stream = itertools.cycle(probes)
             chain.analyse([next(stream).data for _ in range(batch)])  # warm-up at this shape

@@ -7,8 +7,10 @@ One run measures, on the same cores:
 (c) the real stack with Triton's dynamic batching off;
 (d) the real stack as shipped (dynamic batching on).
 
-(b)-(d) get the same Locust recognition scenario at each concurrency; Triton's statistics
-are sampled around every step. It writes ``loadtests/results/<name>/report.md``, PNG plots,
+(b)-(d) run side by side and get the same Locust recognition scenario at each concurrency,
+interleaved (every variant at one concurrency before the next, in alternating order), so a
+drift in the machine's speed hits them alike; Triton's statistics and each process's CPU
+time are sampled around every step. It writes ``loadtests/results/<name>/report.md``, PNG plots,
 ``results.json`` and the Locust CSVs. Nothing else may run on the machine meanwhile.
 
     python -m loadtests.report --name full            # ≈ 16 min on 2 cores (18 steps of 45 s)
@@ -18,17 +20,20 @@ are sampled around every step. It writes ``loadtests/results/<name>/report.md``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from loadtests import triton_stats
 from loadtests.ceiling import measure_ceiling
+from loadtests.cpu_usage import cpu_seconds, per_request_ms
 from loadtests.gallery import ensure_gallery
 from loadtests.locust_run import RESULTS, run_locust
 from loadtests.probes import Probe, check_recognition, photos_dir, recognition_probes
@@ -55,57 +60,73 @@ def warm_up(url: str, probes: Sequence[Probe], rounds: int = 1) -> None:
                     raise RuntimeError(f"{url}: probe {probe.label}: {error}") from error
 
 
-def _steps(
-    variant: str,
-    url: str,
-    users: Sequence[int],
-    step_s: float,
-    out: Path,
-    env: dict[str, str],
-    triton_http: str | None,
-) -> list[Step]:
-    steps = []
-    for n in users:
-        before = triton_stats.sample(triton_http) if triton_http else {}
-        summary = run_locust(
-            "recognise",
-            url,
-            out / "locust" / f"{variant}-u{n}",
-            users=n,
-            run_time_s=step_s,
-            env=env,
-            html=False,
-        )
-        after = triton_stats.sample(triton_http) if triton_http else {}
-        batching = {
-            model: (s.average_batch, s.queue_ms)
-            for model, s in triton_stats.between(before, after).items()
-            if model in REPORT_MODELS
-        }
-        step = Step(
-            variant,
-            n,
-            step_s,
-            summary.requests,
-            summary.failures,
-            summary.throughput,
-            summary.p50_ms,
-            summary.p95_ms,
-            summary.p99_ms,
-            batching,
-        )
-        log.info(
-            "%s u=%d: %.2f req/s p50 %.0f ms, %d/%d failed, %s",
-            variant,
-            n,
-            step.throughput,
-            step.p50_ms,
-            step.failures,
-            step.requests,
-            batching,
-        )
-        steps.append(step)
-    return steps
+@dataclass(frozen=True)
+class Target:
+    """One variant, up and warm: where to send load and what to watch."""
+
+    variant: str
+    url: str
+    env: dict[str, str]
+    triton_http: str | None
+    pids: dict[str, int]
+
+
+def _step(target: Target, users: int, step_s: float, out: Path) -> Step:
+    before = triton_stats.sample(target.triton_http) if target.triton_http else {}
+    cpu_before = cpu_seconds(target.pids)
+    summary = run_locust(
+        "recognise",
+        target.url,
+        out / "locust" / f"{target.variant}-u{users}",
+        users=users,
+        run_time_s=step_s,
+        env=target.env,
+        html=False,
+    )
+    cpu = per_request_ms(cpu_before, cpu_seconds(target.pids), summary.requests)
+    after = triton_stats.sample(target.triton_http) if target.triton_http else {}
+    batching = {
+        model: (s.average_batch, s.queue_ms)
+        for model, s in triton_stats.between(before, after).items()
+        if model in REPORT_MODELS
+    }
+    step = Step(
+        target.variant,
+        users,
+        step_s,
+        summary.requests,
+        summary.failures,
+        summary.throughput,
+        summary.p50_ms,
+        summary.p95_ms,
+        summary.p99_ms,
+        batching,
+        cpu,
+    )
+    log.info(
+        "%s u=%d: %.2f req/s p50 %.0f ms, %d/%d failed, %s, CPU ms/request %s",
+        target.variant,
+        users,
+        step.throughput,
+        step.p50_ms,
+        step.failures,
+        step.requests,
+        batching,
+        {k: round(v, 1) for k, v in cpu.items()},
+    )
+    return step
+
+
+def interleaved(targets: Sequence[Target], users: Sequence[int]) -> list[tuple[Target, int]]:
+    """Every variant at each concurrency before the next one, in alternating order.
+
+    A shared machine's speed drifts over minutes; measured side by side, each variant sees
+    the same drift, and alternating the order cancels a steady trend within a pair of steps.
+    """
+    order: list[tuple[Target, int]] = []
+    for i, n in enumerate(users):
+        order += [(t, n) for t in (targets if i % 2 == 0 else list(reversed(targets)))]
+    return order
 
 
 def run_report(
@@ -133,24 +154,29 @@ def run_report(
     progress(f"ceiling {ceiling.best:.2f} images/s ({threads} threads, batch {batch})")
     steps: list[Step] = []
     env = {"FACEREC_ADMIN_KEY": ADMIN_KEY}
-    with tempfile.TemporaryDirectory(prefix="facerec-report-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="facerec-report-") as tmp, contextlib.ExitStack() as up:
         root = Path(tmp)
-        for variant in variants:
-            progress(f"variant {variant}")
+        targets = []
+        for variant in variants:  # all up at once: idle, the others cost next to nothing
+            progress(f"starting {variant}")
             if variant == "naive":
-                with NaiveServer(root / "naive", repository, photos) as naive:
-                    warm_up(naive.url, probes)
-                    steps += _steps(
-                        variant, naive.url, users, step_s, out, {**env, "FACEREC_LOAD_GALLERY": "none"}, None
-                    )
+                naive = up.enter_context(NaiveServer(root / "naive", repository, photos))
+                warm_up(naive.url, probes)
+                naive_env = {**env, "FACEREC_LOAD_GALLERY": "none"}
+                targets.append(Target(variant, naive.url, naive_env, None, naive.pids()))
                 continue
             repo = repository
             if variant == "triton-unbatched":
                 repo = write_unbatched_repository(repository, root / "repository-unbatched")
-            with Stack(root / variant, repo, triton=triton if variant == "triton" else None) as stack:
-                ensure_gallery(stack.url, ADMIN_KEY, photos)
-                warm_up(stack.url, probes)
-                steps += _steps(variant, stack.url, users, step_s, out, env, stack.triton.http_url)
+            stack = up.enter_context(
+                Stack(root / variant, repo, triton=triton if variant == "triton" else None)
+            )
+            ensure_gallery(stack.url, ADMIN_KEY, photos)
+            warm_up(stack.url, probes)
+            targets.append(Target(variant, stack.url, env, stack.triton.http_url, stack.pids()))
+        for target, n in interleaved(targets, users):
+            steps.append(_step(target, n, step_s, out))
+    steps.sort(key=lambda s: (variants.index(s.variant), s.users))
     elapsed = time.monotonic() - started
     write_report(out, name, ceiling, steps, elapsed, users, step_s)
     return out

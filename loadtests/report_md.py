@@ -34,6 +34,8 @@ class Step:
     p99_ms: float
     batching: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Triton model → (average batch size, queue ms per request) during the step."""
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """Process (with its children) → CPU ms per request during the step."""
 
 
 def _ratio(value: float, ceiling: float) -> str:
@@ -60,6 +62,22 @@ def table(steps: Sequence[Step], ceiling: Ceiling) -> str:
             f"| {_fmt(s.p50_ms / single_ms, 1)} "
             f"| {s.failures}/{s.requests} | {_fmt(arcface[0], 2)} | {_fmt(arcface[1], 1)} "
             f"| {_fmt(detector[0], 2)} | {_fmt(detector[1], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_table(steps: Sequence[Step]) -> str:
+    processes = list(dict.fromkeys(name for s in steps for name in s.cpu_ms))
+    lines = [
+        "| variant | users | req/s | " + " | ".join(processes) + " | all |",
+        "|---|---|---|" + "---|" * (len(processes) + 1),
+    ]
+    for s in steps:
+        cells = [_fmt(s.cpu_ms[p]) if p in s.cpu_ms else "" for p in processes]
+        lines.append(
+            f"| {s.variant} | {s.users} | {_fmt(s.throughput, 2)} | "
+            + " | ".join(cells)
+            + f" | {_fmt(sum(s.cpu_ms.values()))} |"
         )
     return "\n".join(lines)
 
@@ -135,7 +153,9 @@ def write_report(
 
 Recognition traffic only (`POST /v1/recognize`, Locust scenario `recognise`, answers checked:
 a wrong or missing person counts as a failure), gallery pre-enrolled, no recognition cache.
-Users: {", ".join(map(str, users))}; {step_s:.0f} s per step; one Locust process.
+Users: {", ".join(map(str, users))}; {step_s:.0f} s per step; one Locust process; the variants run side
+by side, interleaved step by step (alternating order), so drift in the machine's speed hits
+them alike.
 Machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()};
 load average at the end {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}. Whole run: {elapsed_s / 60:.1f} min.
 
@@ -170,6 +190,15 @@ below is a ratio to it.
 step from the statistics extension (Δ inference_count / Δ execution_count; queue ns per request).
 
 {table(steps, ceiling)}
+
+## CPU per request
+
+CPU ms (user + system) per answered request during each step, per process with its
+children (Triton's column includes its Python-backend stubs, where inference runs).
+Locust's own share is not in it. With the cores saturated, the "all" column decides the
+throughput.
+
+{cpu_table(steps)}
 
 ![throughput](throughput.png)
 ![latency](latency.png)

@@ -26,6 +26,7 @@ from orchestrator.recognition import Recognition
 from orchestrator.recognition_log import RecognitionLogWriter
 from orchestrator.resources import Admission, Resources
 from orchestrator.rollout import RolloutRunner
+from orchestrator.search_batching import SearchBatcher
 from orchestrator.search_client import SearchClient
 from orchestrator.triton.client import TritonModels
 from orchestrator.triton.control import ModelControl
@@ -109,7 +110,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             search=search,
             cache=cache,
             pipeline=pipeline,
-            recognition=Recognition(live, search, pipeline, cache, recognition_log, settings.match_threshold),
+            recognition=Recognition(
+                live, SearchBatcher(search), pipeline, cache, recognition_log, settings.match_threshold
+            ),
             enrolment=Enrolment(gallery, search, pipeline),
             metrics=metrics,
             admission=Admission(settings.api.max_concurrent_images, metrics),

@@ -1,4 +1,4 @@
-"""Recognise, verify and detect: the pipeline, one batched search per image, and the cache."""
+"""Recognise, verify and detect: the pipeline, batched searches, and the cache."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from orchestrator.errors import UpstreamUnavailable
 from orchestrator.live_view import LiveView
 from orchestrator.pipeline import FacePipeline, ModelVersions
 from orchestrator.recognition_log import RecognitionLogWriter
-from orchestrator.search_client import SearchClient, SearchServiceError
+from orchestrator.search_batching import SearchBatcher
+from orchestrator.search_client import SearchServiceError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Recognition:
     def __init__(
         self,
         live: LiveView,
-        search: SearchClient,
+        search: SearchBatcher,
         pipeline: FacePipeline,
         cache: RecognitionCache,
         recognition_log: RecognitionLogWriter,

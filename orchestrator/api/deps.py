@@ -14,7 +14,8 @@ from orchestrator.resources import Resources
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async: FastAPI runs a plain def dependency in its thread pool, a hop per request.
     resources: Resources = request.app.state.resources
     return resources
 

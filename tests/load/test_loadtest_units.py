@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
 
+import psutil
 import pytest
 
+from loadtests.cpu_usage import cpu_seconds, per_request_ms
 from loadtests.locust_run import read_summary
 from loadtests.memory import RssSamples, parse_watch
 from loadtests.multipart import multipart
 from loadtests.probes import check_recognition
+from loadtests.report import Target, interleaved
 from loadtests.stack import write_unbatched_repository
 from loadtests.triton_stats import ModelCounters, between
 from orchestrator.models.catalog import DEFAULT_MODELS
@@ -92,3 +98,45 @@ def test_wrong_person_is_a_failure() -> None:
     unknown = {"faces": [{"decision": "unknown", "matches": [{"name": "Joe Biden", "similarity": 0.2}]}]}
     with pytest.raises(AssertionError, match="decision unknown"):
         check_recognition(unknown, "Joe Biden")
+
+
+_BURN_IN_CHILD = """
+import subprocess, sys
+code = '''
+import sys, time
+start = time.process_time()
+while time.process_time() - start < 0.5:
+    pass
+open(sys.argv[1], "w").close()
+time.sleep(60)
+'''
+subprocess.Popen([sys.executable, "-c", code, sys.argv[1]]).wait()
+"""
+
+
+def test_cpu_of_a_child_counts_for_its_parent(tmp_path: Path) -> None:
+    """Triton's inference runs in its stubs, children of tritonserver: they must be counted."""
+    done = tmp_path / "burned"
+    parent = subprocess.Popen([sys.executable, "-c", _BURN_IN_CHILD, str(done)])
+    try:
+        deadline = time.monotonic() + 30
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.exists()
+        used = cpu_seconds({"tree": parent.pid, "gone": 2**22 + 7})
+        assert set(used) == {"tree"}  # a process that does not exist is left out
+        assert 0.45 <= used["tree"] < 5.0
+        ms = per_request_ms({"tree": 0.0}, used, requests=10)
+        assert ms == {"tree": pytest.approx(100 * used["tree"])}
+        assert per_request_ms({"tree": 0.0}, used, requests=0) == {}
+    finally:
+        for process in psutil.Process(parent.pid).children(recursive=True):
+            process.kill()
+        parent.kill()
+        parent.wait()
+
+
+def test_variants_are_interleaved_in_alternating_order() -> None:
+    targets = [Target(v, f"http://{v}", {}, None, {}) for v in ("a", "b", "c")]
+    order = [(t.variant, n) for t, n in interleaved(targets, [1, 2, 4])]
+    assert order == [("a", 1), ("b", 1), ("c", 1), ("c", 2), ("b", 2), ("a", 2), ("a", 4), ("b", 4), ("c", 4)]

@@ -35,4 +35,8 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
     for step in results["steps"]:
         assert step["requests"] > 0 and step["failures"] == 0, step
         assert math.isfinite(step["batching"]["arcface"][0])
-    assert "× ceiling" in (out / "report.md").read_text()
+        # Every request runs the models in Triton's stubs and decodes in the orchestrator.
+        assert {"triton", "orchestrator", "search"} <= set(step["cpu_ms"]), step
+        assert step["cpu_ms"]["triton"] > 1.0 and step["cpu_ms"]["orchestrator"] > 1.0, step
+    report = (out / "report.md").read_text()
+    assert "× ceiling" in report and "## CPU per request" in report
