@@ -2,9 +2,10 @@
 
 By default glibc returns freed memory to the kernel as soon as a few hundred KB are free at
 the top of the heap, and serves image-sized blocks with fresh mmaps; every image then pays
-for page faults and for the kernel zeroing its pages again (a tenth of the orchestrator's
-CPU under load). Keeping freed memory in the process trades a plateau of resident memory
-for that work.
+for page faults and for the kernel zeroing its pages again. Measured at 32 users on two
+cores: the orchestrator went from 26 to 21 ms of CPU per request, and Triton's model
+processes (which get the same settings through their environment) from about 32 to 25.
+Keeping freed memory in the process trades a plateau of resident memory for that work.
 """
 
 from __future__ import annotations
