@@ -133,6 +133,23 @@ def test_deleting_a_person_removes_them_from_answers_and_the_cache(admin, photos
     assert admin.get(f"/v1/people/{person['id']}").status_code == 404
 
 
+def test_a_renamed_person_is_answered_by_the_new_name_at_once(admin, photos: Path) -> None:
+    """Names are remembered per generation; a rename bumps it, so neither the in-memory owners
+    nor the answer cache serve the old name."""
+    person = create_person(admin, "Obama Lookalike")
+    enrol(admin, person["id"], photos / "obama_partial_face2.jpg")
+    probe = augment.reencoded((photos / "obama_partial_face.jpg").read_bytes(), 85)
+    names = {m["person_id"]: m["name"] for m in recognize(admin, probe)["faces"][0]["matches"]}
+    assert names[person["id"]] == "Obama Lookalike"
+    renamed = admin.patch(f"/v1/people/{person['id']}", json={"name": "Obama Double"})
+    assert renamed.json()["name"] == "Obama Double"
+    after = recognize(admin, probe)
+    assert after["cached"] is False
+    names = {m["person_id"]: m["name"] for m in after["faces"][0]["matches"]}
+    assert names[person["id"]] == "Obama Double"
+    assert admin.delete(f"/v1/people/{person['id']}").status_code == 204
+
+
 def test_deleting_one_face(admin, photos: Path) -> None:
     person = create_person(admin, "One Face")
     face = enrol(admin, person["id"], augment.scaled((photos / "biden.jpg").read_bytes(), 0.6))
