@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from loadtests.rollout_traffic import follow_rollout, recognition_traffic
 from orchestrator.db import Gallery, make_engine, migrate
 from orchestrator.db.tables import PersonCreate
 from orchestrator.enrolment import crop_png
@@ -80,35 +81,13 @@ async def fill_gallery(gallery: Gallery, triton_url: str, photos: Path, faces: i
                 )
 
 
-async def traffic(
-    url: str, probes: list[tuple[str, bytes]], stop: asyncio.Event, out: list[dict[str, Any]]
-) -> None:
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=60.0) as client:
-        i = 0
-        while not stop.is_set():
-            expected, data = probes[i % len(probes)]
-            i += 1
-            t0 = time.perf_counter()
-            response = await client.post(
-                "/v1/recognize", files={"file": ("p.jpg", data)}, params={"top_k": 1 + i % 50}
-            )
-            record: dict[str, Any] = {"at": time.perf_counter(), "ms": (time.perf_counter() - t0) * 1000}
-            record["ok"] = response.status_code == 200
-            if record["ok"]:
-                answer = response.json()
-                matches = answer["faces"][0]["matches"] if answer["faces"] else []
-                record["right"] = bool(matches) and matches[0]["name"] == expected
-                record["version"] = answer["model_version"]
-            out.append(record)
-
-
 async def measure(stack: Stack, photos: Path, version: str, clients: int, before_s: float) -> dict[str, Any]:
     probes = [(name, (photos / file).read_bytes()) for name, file in PROBES.items()]
     probes += [(name, augment.reencoded(data, 70)) for name, data in probes]
     records: list[dict[str, Any]] = []
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(traffic(stack.api.url, probes[i:] + probes[:i], stop, records))
+        asyncio.create_task(recognition_traffic(stack.api.url, probes[i:] + probes[:i], stop, records))
         for i in range(clients)
     ]
     async with httpx.AsyncClient(
@@ -116,13 +95,7 @@ async def measure(stack: Stack, photos: Path, version: str, clients: int, before
     ) as admin:
         await asyncio.sleep(before_s)
         started = time.perf_counter()
-        rollout = (await admin.post("/v1/models/rollouts", json={"version": version})).json()
-        timeline: list[tuple[str, float]] = []
-        while rollout["state"] not in ("done", "failed", "rolled_back"):
-            await asyncio.sleep(0.1)
-            rollout = (await admin.get(f"/v1/models/rollouts/{rollout['rollout_id']}")).json()
-            if not timeline or timeline[-1][0] != rollout["state"]:
-                timeline.append((rollout["state"], round(time.perf_counter() - started, 2)))
+        rollout, timeline = await follow_rollout(admin, "/v1/models/rollouts", {"version": version})
         finished = time.perf_counter()
         await asyncio.sleep(3)
     stop.set()
@@ -145,8 +118,9 @@ def report(result: dict[str, Any], faces: int, clients: int) -> str:
         return float(np.percentile([r["ms"] for r in rows], q)) if rows else float("nan")
 
     def row(label: str, rows: list[dict[str, Any]]) -> str:
-        failed = sum(not r["ok"] for r in rows)
-        wrong = sum(r["ok"] and not r["right"] for r in rows)
+        served = [r for r in rows if r["status"] == 200]
+        failed = len(rows) - len(served)
+        wrong = sum(r["name"] != r["expected"] for r in served)
         return f"| {label} | {len(rows)} | {failed} | {wrong} | {pct(rows, 50):.0f} | {pct(rows, 99):.0f} |"
 
     lines = [

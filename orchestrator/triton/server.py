@@ -114,7 +114,8 @@ class TritonServer:
         env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)
         # The Python backend's stubs inherit these: see orchestrator.allocator.
-        env.update({k: env.get(k, v) for k, v in malloc_environment().items()})
+        for name, value in malloc_environment().items():
+            env.setdefault(name, value)
         return env
 
     def start(self) -> None:

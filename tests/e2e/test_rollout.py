@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from loadtests.rollout_traffic import follow_rollout, recognition_traffic
+from orchestrator.db.tables import ROLLOUT_FINISHED
 from orchestrator.models.fetch import ModelStore
 from orchestrator.models.importer import derive
 from orchestrator.triton.environment import TritonEnvironment
@@ -22,8 +24,6 @@ from tests.e2e.flows import create_person, enrol
 from tests.stack import ADMIN_KEY, Stack, redis_url, sqlite_url
 
 pytestmark = pytest.mark.integration
-
-FINISHED = ("done", "failed", "rolled_back")
 
 
 @pytest.fixture(scope="module")
@@ -78,50 +78,6 @@ def probes(photos: Path) -> list[tuple[str, bytes]]:
     ]
 
 
-async def traffic(
-    url: str, samples: list[tuple[str, bytes]], stop: asyncio.Event, out: list[dict[str, Any]]
-) -> None:
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=60.0) as client:
-        i = 0
-        while not stop.is_set():
-            expected, data = samples[i % len(samples)]
-            i += 1
-            started = time.perf_counter()
-            # top_k varies so the cache cannot answer: every request runs the whole chain.
-            response = await client.post(
-                "/v1/recognize", files={"file": ("p.jpg", data)}, params={"top_k": 1 + i % 50}
-            )
-            record = {
-                "expected": expected,
-                "status": response.status_code,
-                "ms": (time.perf_counter() - started) * 1000,
-            }
-            if response.status_code == 200:
-                answer = response.json()
-                face = answer["faces"][0]
-                record.update(
-                    version=answer["model_version"],
-                    decision=face["decision"],
-                    name=face["matches"][0]["name"] if face["matches"] else None,
-                    similarity=face["matches"][0]["similarity"] if face["matches"] else None,
-                )
-            else:
-                record["body"] = response.text[:300]
-            out.append(record)
-
-
-async def run_rollout(client: httpx.AsyncClient, path: str, body: dict | None, states: list[str]) -> dict:
-    started = await client.post(path, json=body)
-    assert started.status_code == 202, started.text
-    rollout = started.json()
-    while rollout["state"] not in FINISHED:
-        await asyncio.sleep(0.05)
-        rollout = (await client.get(f"/v1/models/rollouts/{rollout['rollout_id']}")).json()
-        if not states or states[-1] != rollout["state"]:
-            states.append(rollout["state"])
-    return dict(rollout)
-
-
 async def swap_under_traffic(
     stack: Stack, photos: Path, to_version: str
 ) -> tuple[list[dict], list[str], dict, dict]:
@@ -129,22 +85,30 @@ async def swap_under_traffic(
     stop = asyncio.Event()
     samples = probes(photos)
     workers = [
-        asyncio.create_task(traffic(stack.api.url, samples[i:] + samples[:i], stop, records))
+        asyncio.create_task(recognition_traffic(stack.api.url, samples[i:] + samples[:i], stop, records))
         for i in range(4)
     ]
-    states: list[str] = []
     async with httpx.AsyncClient(
         base_url=stack.api.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60.0
     ) as admin:
         await asyncio.sleep(2)
-        forward = await run_rollout(admin, "/v1/models/rollouts", {"version": to_version}, states)
+        forward, there = await follow_rollout(admin, "/v1/models/rollouts", {"version": to_version})
         await asyncio.sleep(2)
-        back = await run_rollout(admin, f"/v1/models/rollouts/{forward['rollout_id']}/rollback", None, states)
+        back, again = await follow_rollout(admin, f"/v1/models/rollouts/{forward['rollout_id']}/rollback")
         await asyncio.sleep(1)
         original = (await admin.get(f"/v1/models/rollouts/{forward['rollout_id']}")).json()
     stop.set()
     await asyncio.gather(*workers)
-    return records, states, original, back
+    return records, [state for state, _ in there + again], original, back
+
+
+def finished(client: httpx.Client, rollout: dict[str, Any], timeout_s: float = 300.0) -> dict[str, Any]:
+    """Poll a rollout record until it has finished (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while rollout["state"] not in ROLLOUT_FINISHED and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rollout = client.get(f"/v1/models/rollouts/{rollout['rollout_id']}").json()
+    return rollout
 
 
 def test_a_rollout_and_its_rollback_under_traffic_fail_no_request(
@@ -183,11 +147,7 @@ def test_a_failed_rollout_rolls_back_by_itself(stack: Stack, people, photos: Pat
         before = client.get("/health/detailed").json()["gallery"]
         started = client.post("/v1/models/rollouts", json={"version": "99"})
         assert started.status_code == 202
-        rollout = started.json()
-        deadline = time.monotonic() + 60
-        while rollout["state"] not in FINISHED and time.monotonic() < deadline:
-            time.sleep(0.1)
-            rollout = client.get(f"/v1/models/rollouts/{rollout['rollout_id']}").json()
+        rollout = finished(client, started.json(), timeout_s=60)
         assert rollout["state"] == "failed" and "99" in rollout["error"]
         after = client.get("/health/detailed").json()["gallery"]
         assert after["collection"] == before["collection"] and after["in_agreement"] is True
@@ -201,17 +161,13 @@ def test_a_failed_rollout_rolls_back_by_itself(stack: Stack, people, photos: Pat
 def test_the_int8_version_serves_the_same_people(stack: Stack, people, photos: Path, versions) -> None:
     with stack.client() as client:
         assert client.post("/v1/models/rollouts", json={"version": "1"}).status_code == 409
-        rollout = client.post("/v1/models/rollouts", json={"version": versions["int8"]}).json()
-        while rollout["state"] not in FINISHED:
-            time.sleep(0.1)
-            rollout = client.get(f"/v1/models/rollouts/{rollout['rollout_id']}").json()
+        rollout = finished(
+            client, client.post("/v1/models/rollouts", json={"version": versions["int8"]}).json()
+        )
         assert rollout["state"] == "done", rollout
         for name, data in probes(photos):
             answer = client.post("/v1/recognize", files={"file": ("p.jpg", data)}).json()
             assert answer["model_version"] == versions["int8"]
             assert answer["faces"][0]["matches"][0]["name"] == name
-        back = client.post(f"/v1/models/rollouts/{rollout['rollout_id']}/rollback").json()
-        while back["state"] not in FINISHED:
-            time.sleep(0.1)
-            back = client.get(f"/v1/models/rollouts/{back['rollout_id']}").json()
+        back = finished(client, client.post(f"/v1/models/rollouts/{rollout['rollout_id']}/rollback").json())
         assert back["state"] == "done"
