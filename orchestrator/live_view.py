@@ -52,6 +52,8 @@ class LiveView:
         return time.monotonic() - read_at < self.refresh_s
 
     async def state(self) -> GalleryStatePublic:
+        if self._state is not None and self._fresh(self._state_read_at):
+            return self._state  # the common case: no lock
         async with self._state_lock:  # one read refreshes it for every waiting request
             if self._state is None or not self._fresh(self._state_read_at):
                 state = await asyncio.to_thread(self.gallery.state)
