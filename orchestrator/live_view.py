@@ -68,15 +68,19 @@ class LiveView:
 
     async def owners(self, face_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
         """face id → (person id, name) for the ids still in the gallery."""
-        missing = sorted({i for i in face_ids if i not in self._owners})
+        # The owners known when the lookup starts answer for their ids even if a write
+        # forgets them meanwhile: re-reading them from the new dict would drop a person's
+        # own faces from the answer and turn a match into "unknown".
+        known = self._owners
+        missing = sorted({i for i in face_ids if i not in known})
         if missing:
             epoch = self._owners_epoch
             found = await asyncio.to_thread(self.gallery.faces_by_id, missing)
             if epoch == self._owners_epoch:  # not forgotten meanwhile: still this generation's
-                self._owners.update(found)
+                known.update(found)
             else:
-                return {**{i: self._owners[i] for i in face_ids if i in self._owners}, **found}
-        return {i: self._owners[i] for i in face_ids if i in self._owners}
+                known = {**known, **found}
+        return {i: known[i] for i in face_ids if i in known}
 
     async def authenticate(self, plaintext: str) -> ApiKeyPublic | None:
         """The key's record, or None when unknown or revoked (unknown keys are not remembered)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Sequence
 
 from orchestrator.db import Gallery
 from orchestrator.db.tables import PersonCreate, PersonUpdate
@@ -96,3 +98,33 @@ async def test_writing_invalidates_even_when_the_write_fails(gallery: Gallery) -
     except RuntimeError:
         pass
     assert (await live.state()).generation == first.generation + 1
+
+
+async def test_owners_known_before_a_lookup_survive_a_write_during_it(gallery: Gallery) -> None:
+    """The defect behind "unknown" under enrol-and-delete traffic (issue 20).
+
+    A recognition whose hits mix remembered faces with a new one looks the new one up; a
+    write through this process meanwhile (an enrolment or delete elsewhere in the gallery)
+    forgets the remembered owners. The answer must still name every face's owner.
+    """
+    live = LiveView(gallery, LONG)
+    obama, biden = (gallery.create_person(PersonCreate(name=n)) for n in ("Obama", "Biden"))
+    permanent = enrol(gallery, obama.id, unit_vectors(1, seed=1)[0])
+    await live.state()
+    assert await live.owners([permanent]) == {permanent: (obama.id, "Obama")}
+    temporary = enrol(gallery, biden.id, unit_vectors(1, seed=2)[0], tag=1)
+
+    looking_up, release = threading.Event(), threading.Event()
+    lookup = gallery.faces_by_id
+
+    def slow_lookup(ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        looking_up.set()
+        release.wait(10)
+        return lookup(ids)
+
+    gallery.faces_by_id = slow_lookup  # type: ignore[method-assign]
+    answer = asyncio.create_task(live.owners([permanent, temporary]))
+    assert await asyncio.to_thread(looking_up.wait, 10)
+    live.invalidate()  # a write through this process, while the lookup runs
+    release.set()
+    assert await answer == {permanent: (obama.id, "Obama"), temporary: (biden.id, "Biden")}
