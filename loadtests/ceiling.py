@@ -28,7 +28,7 @@ import numpy as np
 
 from loadtests.chain import GalleryMatrix, OrtChain, build_gallery
 from loadtests.probes import GALLERY, Probe
-from orchestrator.allocator import keep_freed_memory
+from orchestrator.runtime.allocator import keep_freed_memory
 
 TOP_K = 5
 
@@ -95,7 +95,7 @@ def measure_ceiling(
     workers: tuple[int, ...] = (1, 2, 4),
     threshold: float = 0.38,
 ) -> Ceiling:
-    keep_freed_memory()  # as the served processes run: see orchestrator.allocator
+    keep_freed_memory()  # as the served processes run: see orchestrator.runtime.allocator
     default_cv2_threads = cv2.getNumThreads()
     chain = OrtChain(repository)
     enrolled = [

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from orchestrator.models.catalog import ARCFACE, FACE_DETECTOR, FACE_LANDMARKS, ModelSpec
-from orchestrator.pipeline import l2_normalize
-from orchestrator.vision import align, detect, landmarks
-from orchestrator.vision.decode import decode
-from orchestrator.vision.faces import Face
+from orchestrator.modelrepo.catalog import ARCFACE, FACE_DETECTOR, FACE_LANDMARKS, ModelSpec
+from orchestrator.pipeline.face_pipeline import l2_normalize
+from orchestrator.pipeline.vision import align, detect, landmarks
+from orchestrator.pipeline.vision.decode import decode
+from orchestrator.pipeline.vision.faces import Face
 
 _LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

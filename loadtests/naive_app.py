@@ -26,9 +26,9 @@ from fastapi.responses import JSONResponse
 
 from loadtests.chain import GalleryMatrix, OrtChain, build_gallery
 from loadtests.probes import GALLERY, photos_dir
-from orchestrator.answers import recognized_face
-from orchestrator.calibration import DEFAULT_MATCH_THRESHOLD
-from orchestrator.errors import ProblemError
+from orchestrator.core.errors import ProblemError
+from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
+from orchestrator.recognition.answers import recognized_face
 
 
 def _answer(chain: OrtChain, gallery: GalleryMatrix, image: bytes, top_k: int) -> dict[str, Any]:

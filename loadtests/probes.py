@@ -1,6 +1,6 @@
 """The photos that load traffic sends, each labelled with the person it must be recognised as.
 
-Real photos from the face_recognition==1.3.0 sdist (fetched and checked by ``tests.photos``)
+Real photos from the face_recognition==1.3.0 sdist (fetched and checked by ``tests.support.photos``)
 plus augmentations (EXIF rotation, down-scaling, heavy re-encoding) so that the probes are
 not byte-identical to what the gallery was enrolled from. Only faces that the calibration
 test separates are used, so a wrong or missing name is a service failure, never bad luck.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests import augment
-from tests.photos import fetch_photos
+from tests.support import augment
+from tests.support.photos import fetch_photos
 
 OBAMA, BIDEN = "Barack Obama", "Joe Biden"
 

@@ -39,7 +39,7 @@ from loadtests.locust_run import RESULTS, run_locust
 from loadtests.probes import Probe, check_recognition, photos_dir, recognition_probes
 from loadtests.report_md import Step, write_report
 from loadtests.stack import ADMIN_KEY, NaiveServer, Stack, cpu_repository, write_unbatched_repository
-from orchestrator.triton.server import TritonServer
+from orchestrator.runtime.triton_server import TritonServer
 
 log = logging.getLogger("loadtests.report")
 

@@ -23,20 +23,20 @@ from typing import Any
 import httpx
 import numpy as np
 
-from loadtests.rollout_traffic import follow_rollout, recognition_traffic
+from orchestrator.clients.triton import TritonModels
 from orchestrator.db import Gallery, make_engine, migrate
 from orchestrator.db.tables import PersonCreate
-from orchestrator.enrolment import crop_png
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.fetch import fetch_models
-from orchestrator.models.importer import derive
-from orchestrator.pipeline import FacePipeline
-from orchestrator.triton.client import TritonModels
-from orchestrator.triton.environment import ensure_environment
-from orchestrator.triton.server import TritonPorts, TritonServer
-from tests import augment
-from tests.photos import fetch_photos
-from tests.stack import ADMIN_KEY, Stack, sqlite_url
+from orchestrator.gallery.enrolment import crop_png
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.fetch import fetch_models
+from orchestrator.modelrepo.importer import derive
+from orchestrator.pipeline.face_pipeline import FacePipeline
+from orchestrator.runtime.triton_env import ensure_environment
+from orchestrator.runtime.triton_server import TritonPorts, TritonServer
+from tests.support import augment
+from tests.support.photos import fetch_photos
+from tests.support.rollout_traffic import follow_rollout, recognition_traffic
+from tests.support.stack import ADMIN_KEY, Stack, sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE = {"Barack Obama": ["obama.jpg", "obama2.jpg"], "Joe Biden": ["biden.jpg"]}

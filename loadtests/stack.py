@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.repository import parse, render
-from orchestrator.triton.environment import ensure_environment
-from orchestrator.triton.server import TritonPorts, TritonServer
-from tests.processes import ChildProcess
-from tests.stack import ADMIN_KEY, sqlite_url
-from tests.stack import Stack as SharedStack
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.repository import parse, render
+from orchestrator.runtime.triton_env import ensure_environment
+from orchestrator.runtime.triton_server import TritonPorts, TritonServer
+from tests.support.processes import ChildProcess
+from tests.support.stack import ADMIN_KEY, sqlite_url
+from tests.support.stack import Stack as SharedStack
 
 __all__ = ["ADMIN_KEY", "NaiveServer", "Stack", "cpu_repository", "write_unbatched_repository"]
 

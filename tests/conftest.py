@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.fetch import ModelStore, fetch_models
-from orchestrator.triton.client import TritonModels
-from orchestrator.triton.environment import TritonEnvironment, ensure_environment
-from orchestrator.triton.server import TritonPorts, TritonServer
-from tests.photos import fetch_photos
+from orchestrator.clients.triton import TritonModels
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.fetch import ModelStore, fetch_models
+from orchestrator.runtime.triton_env import TritonEnvironment, ensure_environment
+from orchestrator.runtime.triton_server import TritonPorts, TritonServer
+from tests.support.photos import fetch_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Request dependencies as ``Annotated`` aliases: the resources and the caller's API key."""
+"""Request dependencies as ``Annotated`` aliases: resources, admission, metrics, the caller's key."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
+from orchestrator.api.admission import Admission
+from orchestrator.api.metrics import ApiMetrics
+from orchestrator.core.errors import Forbidden, Unauthorized
+from orchestrator.core.resources import Resources
 from orchestrator.db.tables import ApiKeyPublic
-from orchestrator.errors import Forbidden, Unauthorized
-from orchestrator.resources import Resources
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 
@@ -21,6 +23,22 @@ async def get_resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
+
+
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
+
+
+async def get_metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 
 
 async def current_key(

@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import col
 
+from orchestrator.core.errors import NotFound
 from orchestrator.db.state import bump_in
 from orchestrator.db.store import Store, chunks
 from orchestrator.db.tables import Face, FaceEmbedding, FacePublic, Person
-from orchestrator.errors import NotFound
 
 log = logging.getLogger(__name__)
 

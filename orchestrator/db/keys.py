@@ -12,10 +12,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from orchestrator.core.errors import InvalidRequest, NotFound
 from orchestrator.db.store import Store, valid
 from orchestrator.db.tables import ROLES, ApiKey, ApiKeyPublic, GalleryState, Role, clean_name
 from orchestrator.db.types import utcnow
-from orchestrator.errors import InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 

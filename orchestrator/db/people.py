@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session
 from sqlmodel import col
 
+from orchestrator.core.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.db.state import bump_in
 from orchestrator.db.store import Store, valid
 from orchestrator.db.tables import (
@@ -24,7 +25,6 @@ from orchestrator.db.tables import (
     clean_name,
 )
 from orchestrator.db.types import utcnow
-from orchestrator.errors import Conflict, InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 

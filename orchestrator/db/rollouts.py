@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import col
 
+from orchestrator.core.errors import Conflict, NotFound
 from orchestrator.db.store import Store
 from orchestrator.db.tables import ROLLOUT_FINISHED, Rollout, RolloutPublic
 from orchestrator.db.types import utcnow
-from orchestrator.errors import Conflict, NotFound
 
 
 def _public(row: Rollout) -> RolloutPublic:

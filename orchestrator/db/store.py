@@ -9,8 +9,8 @@ from typing import TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from orchestrator.core.errors import InvalidRequest
 from orchestrator.db.engine import WRITE
-from orchestrator.errors import InvalidRequest
 
 T = TypeVar("T")
 U = TypeVar("U")

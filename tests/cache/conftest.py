@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.cache import RecognitionCache
-from orchestrator.local_redis import LocalValkey, LocalValkeyError
-from orchestrator.triton.server import free_port
+from orchestrator.recognition.cache import RecognitionCache
+from orchestrator.runtime.local_valkey import LocalValkey, LocalValkeyError
+from orchestrator.runtime.triton_server import free_port
 from tests.conftest import unavailable
 
 MACHINE_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.cache import RecognitionCache, redact_url
-from orchestrator.local_redis import LocalValkey
-from orchestrator.triton.server import free_port
+from orchestrator.recognition.cache import RecognitionCache, redact_url
+from orchestrator.runtime.local_valkey import LocalValkey
+from orchestrator.runtime.triton_server import free_port
 
 IMAGE = hashlib.sha256(b"a probe image").hexdigest()
 PARAMS = {"top_k": 5, "threshold": 0.31, "min_face": 40}
@@ -173,7 +173,11 @@ async def test_redis_down_answers_quickly_and_says_degraded(
     assert state["state"] == "degraded"
     assert state["errors"] == 7
     # Logged once when the state changed, not once per failed request.
-    warnings = [r for r in caplog.records if r.name == "orchestrator.cache" and r.levelno >= logging.WARNING]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.name == "orchestrator.recognition.cache" and r.levelno >= logging.WARNING
+    ]
     assert len(warnings) == 1
     assert state["last_error"]
     assert state["hits"] == 0

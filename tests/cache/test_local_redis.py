@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.local_redis import LocalValkey, LocalValkeyError
-from orchestrator.triton.server import free_port
+from orchestrator.runtime.local_valkey import LocalValkey, LocalValkeyError
+from orchestrator.runtime.triton_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PDEATHSIG")
@@ -108,7 +108,7 @@ def test_does_not_outlive_a_killed_parent(valkey_dir: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from orchestrator.local_redis import LocalValkey
+        from orchestrator.runtime.local_valkey import LocalValkey
         server = LocalValkey(Path({str(valkey_dir)!r}), {free_port()})
         server.start()
         print(server.pid, flush=True)

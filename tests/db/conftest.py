@@ -18,7 +18,7 @@ from sqlalchemy import Engine, update
 
 from orchestrator.db import Gallery, default_database_url, make_engine, migrate
 from orchestrator.db.tables import GalleryState, metadata
-from tests.databases import SERVERS, scratch_database
+from tests.support.databases import SERVERS, scratch_database
 
 BACKENDS = [
     pytest.param("sqlite", marks=pytest.mark.unit),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from orchestrator.core.errors import NotFound
 from orchestrator.db import Gallery
 from orchestrator.db.tables import Face, FaceEmbedding, PersonCreate
-from orchestrator.errors import NotFound
 
 DIM = 512
 

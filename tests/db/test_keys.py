@@ -9,9 +9,9 @@ from threading import Barrier
 import pytest
 from sqlalchemy import select
 
+from orchestrator.core.errors import InvalidRequest, NotFound
 from orchestrator.db import Gallery, make_engine
 from orchestrator.db.tables import metadata
-from orchestrator.errors import InvalidRequest, NotFound
 
 
 def stored_text(gallery: Gallery) -> str:

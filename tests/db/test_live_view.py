@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from orchestrator.db import Gallery
 from orchestrator.db.tables import PersonCreate, PersonUpdate
-from orchestrator.live_view import LiveView
+from orchestrator.gallery.live_view import LiveView
 from tests.db.test_faces import enrol, unit_vectors
 
 LONG = 3600.0  # never refreshes by itself within a test

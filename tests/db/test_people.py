@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from orchestrator.core.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.db import Gallery
 from orchestrator.db.tables import PersonCreate, PersonUpdate
-from orchestrator.errors import Conflict, InvalidRequest, NotFound
 
 
 def test_create_get_update_delete(gallery: Gallery) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.db import Gallery
 from orchestrator.db.tables import RecognitionLog
-from orchestrator.recognition_log import RecognitionLogWriter
+from orchestrator.recognition.log_writer import RecognitionLogWriter
 
 
 def entry(i: int) -> RecognitionLog:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.errors import NotFound
 from orchestrator.db import Gallery, make_engine
 from orchestrator.db.tables import PersonCreate, PersonUpdate, RecognitionLog
-from orchestrator.errors import NotFound
 from tests.db.test_faces import enrol, unit_vectors
 
 THREADS = 8

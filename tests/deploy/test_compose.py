@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from orchestrator.models.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from tests.conftest import unavailable
 from tests.deploy.files import ROOT, compose, compose_environment, compose_services_running, interpolate
 
@@ -85,7 +85,7 @@ def test_triton_loads_the_catalog_models_from_the_gpu_repository() -> None:
 
 
 def test_the_tensorrt_engine_cache_is_a_named_volume() -> None:
-    from orchestrator.models.repository import TRT_ENGINE_CACHE
+    from orchestrator.modelrepo.repository import TRT_ENGINE_CACHE
 
     triton = compose()["services"]["triton"]
     named = set(compose()["volumes"])

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.repository import TRT_ENGINE_CACHE
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.repository import TRT_ENGINE_CACHE
 from tests.conftest import unavailable
 from tests.deploy.files import (
     K8S,

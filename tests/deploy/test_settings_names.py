@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import AliasChoices, BaseModel
 
-from orchestrator.config import Settings
+from orchestrator.core.settings import Settings
 from search_service.settings import SearchSettings
 from tests.deploy.files import (
     compose,

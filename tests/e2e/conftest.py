@@ -1,7 +1,7 @@
 """The running stack for end-to-end tests: real Triton, search service, Redis and database.
 
 The database is SQLite in a temporary dir unless DATABASE_URL names another; Redis is
-REDIS_URL or the local server (db 14). The stack itself is :class:`tests.stack.Stack`.
+REDIS_URL or the local server (db 14). The stack itself is :class:`tests.support.stack.Stack`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from orchestrator.triton.server import TritonServer
-from tests.stack import Stack, redis_url, sqlite_url
+from orchestrator.runtime.triton_server import TritonServer
+from tests.support.stack import Stack, redis_url, sqlite_url
 
 
 @pytest.fixture(scope="module")

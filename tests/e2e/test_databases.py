@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.triton.server import TritonServer
-from tests.databases import SERVERS, scratch_database
+from orchestrator.runtime.triton_server import TritonServer
 from tests.e2e.flows import best_name, make_gallery, recognize
-from tests.stack import Stack, redis_url
+from tests.support.databases import SERVERS, scratch_database
+from tests.support.stack import Stack, redis_url
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests import augment
 from tests.e2e.flows import create_person, enrol, gallery_snapshot, make_gallery
+from tests.support import augment
 from tests.unit.test_decode import png_header
 
 pytestmark = pytest.mark.integration

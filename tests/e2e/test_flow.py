@@ -5,10 +5,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.calibration import DEFAULT_MATCH_THRESHOLD
-from tests import augment
+from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
 from tests.e2e.flows import best_name, create_person, enrol, make_gallery, recognize
-from tests.stack import Stack
+from tests.support import augment
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

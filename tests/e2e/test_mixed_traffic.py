@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.triton.server import TritonServer
-from tests import augment
+from orchestrator.runtime.triton_server import TritonServer
 from tests.e2e.flows import create_person, enrol
-from tests.stack import Stack, sqlite_url
+from tests.support import augment
+from tests.support.stack import Stack, sqlite_url
 
 pytestmark = pytest.mark.integration
 

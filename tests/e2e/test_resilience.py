@@ -5,9 +5,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.triton.server import TritonServer, free_port
+from orchestrator.runtime.triton_server import TritonServer, free_port
 from tests.e2e.flows import best_name, create_person, enrol, recognize
-from tests.stack import Stack, redis_url, sqlite_url
+from tests.support.stack import Stack, redis_url, sqlite_url
 
 pytestmark = pytest.mark.integration
 

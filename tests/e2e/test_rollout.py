@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from loadtests.rollout_traffic import follow_rollout, recognition_traffic
 from orchestrator.db.tables import ROLLOUT_FINISHED
-from orchestrator.models.fetch import ModelStore
-from orchestrator.models.importer import derive
-from orchestrator.triton.environment import TritonEnvironment
-from orchestrator.triton.server import TritonServer
-from tests import augment
+from orchestrator.modelrepo.fetch import ModelStore
+from orchestrator.modelrepo.importer import derive
+from orchestrator.runtime.triton_env import TritonEnvironment
+from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import local_triton
 from tests.e2e.flows import create_person, enrol
-from tests.stack import ADMIN_KEY, Stack, redis_url, sqlite_url
+from tests.support import augment
+from tests.support.rollout_traffic import follow_rollout, recognition_traffic
+from tests.support.stack import ADMIN_KEY, Stack, redis_url, sqlite_url
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.calibration import DEFAULT_MATCH_THRESHOLD, calibrate
-from orchestrator.pipeline import FacePipeline
-from orchestrator.triton.client import TritonModels
-from tests import augment
+from orchestrator.clients.triton import TritonModels
+from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD, calibrate
+from orchestrator.pipeline.face_pipeline import FacePipeline
+from tests.support import augment
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.calibration import DEFAULT_MATCH_THRESHOLD
-from orchestrator.triton.server import TritonServer
+from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
+from orchestrator.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.errors import ImageError, ImageTooLarge, UnsupportedImage
-from orchestrator.pipeline import Analysis, FacePipeline
-from orchestrator.triton.client import TritonModels
-from tests import augment
-from tests.photos import BIDEN, OBAMA
+from orchestrator.clients.triton import TritonModels
+from orchestrator.core.errors import ImageError, ImageTooLarge, UnsupportedImage
+from orchestrator.pipeline.face_pipeline import Analysis, FacePipeline
+from tests.support import augment
+from tests.support.photos import BIDEN, OBAMA
 from tests.unit.test_decode import png_header
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ async def test_boxes_are_in_the_coordinates_of_the_image_as_sent(triton: TritonM
     pipeline = FacePipeline(triton)
     normal = (await pipeline.analyse(data)).faces[0]
     big = augment.scaled(data, 3.0)
-    from orchestrator.vision.decode import DecodeLimits
+    from orchestrator.pipeline.vision.decode import DecodeLimits
 
     reduced = FacePipeline(triton, limits=DecodeLimits(reduce_min_side=1000))
     far = await reduced.analyse(big)

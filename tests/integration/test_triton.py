@@ -7,11 +7,11 @@ import httpx
 import numpy as np
 import pytest
 
-from orchestrator.allocator import malloc_environment
-from orchestrator.errors import UpstreamUnavailable
-from orchestrator.models.catalog import ARCFACE, DEFAULT_MODELS
-from orchestrator.triton.client import TritonModels
-from orchestrator.triton.server import TritonServer
+from orchestrator.clients.triton import TritonModels
+from orchestrator.core.errors import UpstreamUnavailable
+from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS
+from orchestrator.runtime.allocator import malloc_environment
+from orchestrator.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

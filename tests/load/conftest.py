@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.triton.server import TritonServer
-from tests.stack import Stack, sqlite_url
+from orchestrator.runtime.triton_server import TritonServer
+from tests.support.stack import Stack, sqlite_url
 
 ADMISSION_LIMIT = 4
 

@@ -21,8 +21,8 @@ from loadtests.probes import check_recognition
 from loadtests.report import Target, interleaved
 from loadtests.stack import write_unbatched_repository
 from loadtests.triton_stats import ModelCounters, between
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.repository import model_config, parse, render
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.repository import model_config, parse, render
 
 pytestmark = pytest.mark.unit
 

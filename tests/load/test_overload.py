@@ -15,10 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import augment
 from tests.e2e.flows import make_gallery
 from tests.load.conftest import ADMISSION_LIMIT
-from tests.stack import ADMIN_KEY, Stack
+from tests.support import augment
+from tests.support.stack import ADMIN_KEY, Stack
 
 log = logging.getLogger(__name__)
 pytestmark = [pytest.mark.load, pytest.mark.integration]

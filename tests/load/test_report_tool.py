@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.report import run_report
-from orchestrator.triton.server import TritonServer
+from orchestrator.runtime.triton_server import TritonServer
 
 pytestmark = [pytest.mark.load, pytest.mark.integration]
 

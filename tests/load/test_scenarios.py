@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.locust_run import run_locust
-from tests.stack import ADMIN_KEY, Stack
+from tests.support.stack import ADMIN_KEY, Stack
 
 pytestmark = [pytest.mark.load, pytest.mark.integration]
 

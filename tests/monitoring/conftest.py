@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from orchestrator.api.metrics import ApiMetrics
-from orchestrator.triton.server import TritonServer
+from orchestrator.runtime.triton_server import TritonServer
 from search_service.metrics import Metrics
 from tests.monitoring.promql import BUILTIN, exposed_names, exposition_names, recorded_names
 

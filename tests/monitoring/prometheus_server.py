@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import yaml
 
-from orchestrator.triton.server import free_port
+from orchestrator.runtime.triton_server import free_port
 
 SCRAPE_INTERVAL = "1s"
 

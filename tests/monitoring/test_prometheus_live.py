@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from orchestrator.triton.server import TritonServer
-from tests import augment
+from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import unavailable
 from tests.e2e.flows import best_name, make_gallery, recognize
 from tests.monitoring.prometheus_server import PrometheusServer, find_binary, scrape_config
 from tests.monitoring.promql import PROMETHEUS_DIR
-from tests.stack import Stack, sqlite_url
+from tests.support import augment
+from tests.support.stack import Stack, sqlite_url
 
 pytestmark = pytest.mark.integration
 

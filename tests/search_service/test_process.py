@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.search_client import SearchClient
+from orchestrator.clients.search import SearchClient
 from search_service.checksum import checksum_of_ids
 from search_service.schema import CollectionSpec
 from tests.search_service.conftest import (

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from orchestrator.search_client import SearchClient, SearchUnavailable, merge_hits
+from orchestrator.clients.search import SearchClient, SearchUnavailable, merge_hits
 from search_service.schema import Hit
 
 pytestmark = pytest.mark.unit

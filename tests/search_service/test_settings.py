@@ -32,7 +32,7 @@ def test_bad_shard_is_refused(bad: str) -> None:
 def test_contract_modules_do_not_import_faiss() -> None:
     code = (
         "import sys, search_service, search_service.schema, search_service.checksum, "
-        "orchestrator.search_client; assert 'faiss' not in sys.modules, 'faiss imported'"
+        "orchestrator.clients.search; assert 'faiss' not in sys.modules, 'faiss imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

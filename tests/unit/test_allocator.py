@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD, keep_freed_memory
-from orchestrator.triton.environment import TritonEnvironment
-from orchestrator.triton.server import TritonPorts, TritonServer
+from orchestrator.runtime.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD, keep_freed_memory
+from orchestrator.runtime.triton_env import TritonEnvironment
+from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 
 pytestmark = pytest.mark.unit
 

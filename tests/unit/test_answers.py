@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from orchestrator.answers import person_matches, recognized_face
-from orchestrator.vision.faces import Face
+from orchestrator.pipeline.vision.faces import Face
+from orchestrator.recognition.answers import person_matches, recognized_face
 from search_service.schema import Hit
 
 pytestmark = pytest.mark.unit

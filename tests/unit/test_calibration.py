@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.calibration import calibrate
+from orchestrator.pipeline.calibration import calibrate
 
 pytestmark = pytest.mark.unit
 

@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.errors import ImageError, ImageTooLarge, UnsupportedImage
-from orchestrator.vision.decode import DecodeLimits, decode, sniff_format
-from tests.augment import encode, with_exif_orientation
+from orchestrator.core.errors import ImageError, ImageTooLarge, UnsupportedImage
+from orchestrator.pipeline.vision.decode import DecodeLimits, decode, sniff_format
+from tests.support.augment import encode, with_exif_orientation
 
 pytestmark = pytest.mark.unit
 

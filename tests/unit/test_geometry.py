@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.vision import align, detect, landmarks
+from orchestrator.pipeline.vision import align, detect, landmarks
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.fetch import ModelFetchError, ModelStore, fetch_models
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.fetch import ModelFetchError, ModelStore, fetch_models
 
 pytestmark = pytest.mark.unit
 

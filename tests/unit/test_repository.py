@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator.models.catalog import DEFAULT_MODELS
-from orchestrator.models.repository import TARGETS, model_config, parse, render, write_configs
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.repository import TARGETS, model_config, parse, render, write_configs
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +48,6 @@ def test_committed_configs_match_the_generator(tmp_path: Path) -> None:
             committed = ROOT / "model_repository" / target / spec.name / "config.pbtxt"
             generated = tmp_path / target / spec.name / "config.pbtxt"
             assert committed.read_text() == generated.read_text(), (
-                f"{committed} is stale: run `python -m orchestrator.models.repository`"
+                f"{committed} is stale: run `python -m orchestrator.modelrepo.repository`"
             )
             parse(committed.read_text())

@@ -8,8 +8,8 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from orchestrator.search_batching import SearchBatcher
-from orchestrator.search_client import SearchClient, SearchUnavailable
+from orchestrator.clients.search import SearchClient, SearchUnavailable
+from orchestrator.recognition.search_batching import SearchBatcher
 from search_service.schema import Hit
 
 pytestmark = pytest.mark.unit

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from orchestrator.api.deps import RecognizeKey, ResourcesDep
-from orchestrator.pipeline import DETECTOR, EMBEDDER, LANDMARKS
-from orchestrator.resources import Resources
+from orchestrator.api.deps import MetricsDep, RecognizeKey, ResourcesDep
+from orchestrator.core.resources import Resources
+from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
 from search_service.checksum import checksum_of_ids
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/health/detailed")
-async def detailed(resources: ResourcesDep, key: RecognizeKey) -> JSONResponse:
+async def detailed(resources: ResourcesDep, metrics: MetricsDep, key: RecognizeKey) -> JSONResponse:
     checks = await readiness(resources)
     state = await asyncio.to_thread(resources.gallery.state)
     details: dict[str, Any] = {
@@ -111,7 +111,7 @@ async def detailed(resources: ResourcesDep, key: RecognizeKey) -> JSONResponse:
             index_count=info.count,
             in_agreement=database_checksum == info.checksum,
         )
-        resources.metrics.faces.set(len(ids))
+        metrics.faces.set(len(ids))
     except Exception as error:  # reported, not raised: this page must answer while degraded
         details["gallery"]["error"] = f"{type(error).__name__}: {error}"[:300]
     try:
@@ -123,5 +123,5 @@ async def detailed(resources: ResourcesDep, key: RecognizeKey) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(resources: ResourcesDep) -> Response:
-    return Response(generate_latest(resources.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(metrics: MetricsDep) -> Response:
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, status
 from orchestrator.api.deps import AdminKey, ResourcesDep
 from orchestrator.api.schemas import ModelsAnswer, NewRollout
 from orchestrator.db.tables import RolloutPublic
-from orchestrator.pipeline import EMBEDDER
+from orchestrator.pipeline.face_pipeline import EMBEDDER
 
 router = APIRouter(tags=["models"])
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, UploadFile, status
 
-from orchestrator.api.deps import AdminKey, RecognizeKey, ResourcesDep
+from orchestrator.api.deps import AdminKey, AdmissionDep, RecognizeKey, ResourcesDep
 from orchestrator.api.schemas import EnrolledFace, FaceList, PersonList
 from orchestrator.db.tables import PersonCreate, PersonPublic, PersonUpdate
 
@@ -61,13 +61,14 @@ async def enrol_face(
     person_id: int,
     file: UploadFile,
     resources: ResourcesDep,
+    admission: AdmissionDep,
     key: AdminKey,
     pick: Annotated[
         Literal["largest"] | None, Query(description="enrol the largest of several faces")
     ] = None,
 ) -> Any:
     image = await file.read()
-    async with resources.admission.slot():
+    async with admission.slot():
         with resources.live.writing():
             return await resources.enrolment.enrol(person_id, image, pick_largest=pick == "largest")
 

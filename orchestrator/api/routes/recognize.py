@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, UploadFile
 
-from orchestrator.api.deps import RecognizeKey, ResourcesDep
+from orchestrator.api.deps import AdmissionDep, RecognizeKey, ResourcesDep
 from orchestrator.api.schemas import BatchAnswer, DetectAnswer, RecognizeAnswer, VerifyAnswer
-from orchestrator.errors import InvalidRequest, ProblemError
+from orchestrator.core.errors import InvalidRequest, ProblemError
 
 router = APIRouter(tags=["recognition"])
 
@@ -23,13 +23,14 @@ MaxFaces = Annotated[int | None, Query(ge=1, le=64, description="largest faces t
 async def recognize(
     file: UploadFile,
     resources: ResourcesDep,
+    admission: AdmissionDep,
     key: RecognizeKey,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
 ) -> Any:
     image = await file.read()
-    async with resources.admission.slot():
+    async with admission.slot():
         return await resources.recognition.recognize(
             image,
             top_k=top_k or resources.settings.api.default_top_k,
@@ -43,6 +44,7 @@ async def recognize(
 async def recognize_batch(
     files: list[UploadFile],
     resources: ResourcesDep,
+    admission: AdmissionDep,
     key: RecognizeKey,
     top_k: TopK = None,
     threshold: Threshold = None,
@@ -53,7 +55,7 @@ async def recognize_batch(
         raise InvalidRequest(f"{len(files)} images sent; at most {limit} per batch")
     images = [await f.read() for f in files]
     results: list[dict[str, Any]] = []
-    async with resources.admission.slot(len(images)):
+    async with admission.slot(len(images)):
         for image in images:
             try:
                 results.append(
@@ -75,18 +77,23 @@ async def verify(
     file1: UploadFile,
     file2: UploadFile,
     resources: ResourcesDep,
+    admission: AdmissionDep,
     key: RecognizeKey,
     threshold: Threshold = None,
 ) -> Any:
     first, second = await file1.read(), await file2.read()
-    async with resources.admission.slot(2):
+    async with admission.slot(2):
         return await resources.recognition.verify(first, second, threshold)
 
 
 @router.post("/v1/detect", response_model=DetectAnswer)
 async def detect(
-    file: UploadFile, resources: ResourcesDep, key: RecognizeKey, max_faces: MaxFaces = None
+    file: UploadFile,
+    resources: ResourcesDep,
+    admission: AdmissionDep,
+    key: RecognizeKey,
+    max_faces: MaxFaces = None,
 ) -> Any:
     image = await file.read()
-    async with resources.admission.slot():
+    async with admission.slot():
         return await resources.recognition.detect(image, max_faces)

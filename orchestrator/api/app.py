@@ -1,0 +1,141 @@
+"""The orchestrator's FastAPI app: ``create_app(settings)`` and the lifespan that opens its clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import cv2
+from fastapi import FastAPI
+
+from orchestrator.api import problems
+from orchestrator.api.admission import Admission
+from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
+from orchestrator.api.request_context import RequestContext
+from orchestrator.api.routes import health, keys, models, people, recognize
+from orchestrator.clients.search import SearchClient
+from orchestrator.clients.triton import TritonModels
+from orchestrator.clients.triton_control import ModelControl
+from orchestrator.core.resources import Resources
+from orchestrator.core.settings import Settings
+from orchestrator.db.engine import default_database_url, make_engine, migrate
+from orchestrator.db.gallery import Gallery
+from orchestrator.gallery.enrolment import Enrolment
+from orchestrator.gallery.index_sync import reconcile
+from orchestrator.gallery.live_view import LiveView
+from orchestrator.gallery.rollout import RolloutRunner
+from orchestrator.pipeline.face_pipeline import EMBEDDER, FacePipeline
+from orchestrator.recognition.cache import RecognitionCache
+from orchestrator.recognition.log_writer import RecognitionLogWriter
+from orchestrator.recognition.search_batching import SearchBatcher
+from orchestrator.recognition.service import Recognition
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Face recognition over REST: enrol people from photos, recognise them in new ones.
+
+Authenticate with an `X-API-Key` header. Roles: `admin` (everything) and `recognize`
+(recognize, verify, detect, read people). Errors are `application/problem+json`.
+"""
+
+
+async def serve_live_versions(gallery: Gallery, control: ModelControl) -> None:
+    """A restarted Triton loads what its config on disk says; make it serve what is live."""
+    state = await asyncio.to_thread(gallery.state)
+    wanted = {
+        state.active_model_version,
+        *([state.pending_model_version] if state.pending_model_version else []),
+    }
+    served = set(await control.served_versions(EMBEDDER))
+    if not wanted <= served:
+        log.info("loading %s versions %s (serving %s)", EMBEDDER, sorted(wanted), sorted(served))
+        await control.serve_versions(EMBEDDER, wanted | served)
+
+
+def _show_first_admin_key(key: str) -> None:
+    # Shown once, on the console of whoever started the service; only its hash is stored.
+    print(f"\nFirst admin API key (shown once, keep it): {key}\n", file=sys.stderr, flush=True)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with AsyncExitStack() as stack:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
+        stack.callback(engine.dispose)
+        await asyncio.to_thread(migrate, engine)
+        gallery = Gallery(engine)
+        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+        created = await asyncio.to_thread(gallery.ensure_first_admin, admin)
+        if created and not admin:
+            _show_first_admin_key(created)
+
+        triton = TritonModels(settings.triton_grpc_url, settings.triton.timeout_s)
+        stack.push_async_callback(triton.close)
+        search = SearchClient(settings.search_service_urls)
+        stack.push_async_callback(search.aclose)
+        cache = RecognitionCache(settings.redis_url, ttl_s=settings.api.cache_ttl_s)
+        await cache.start()
+        stack.push_async_callback(cache.close)
+        executor = ThreadPoolExecutor(settings.api.cpu_workers, thread_name_prefix="pixels")
+        # Images already run in parallel on this pool; OpenCV's own pool on top only
+        # spins (sched_yield) against them and Triton for the same cores.
+        cv2.setNumThreads(1)
+        stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+
+        pipeline = FacePipeline(triton, executor=executor)
+        live = LiveView(gallery, settings.api.refresh_s)
+        recognition_log = RecognitionLogWriter(gallery)
+        await recognition_log.start()
+        stack.push_async_callback(recognition_log.close)
+        control = ModelControl(
+            settings.triton_grpc_url, settings.triton_metrics_url, settings.triton.timeout_s
+        )
+        stack.push_async_callback(control.close)
+        rollouts = RolloutRunner(
+            gallery, search, pipeline, control, settings.embedding_dim, settings.rollout, live
+        )
+        stack.push_async_callback(rollouts.wait)
+        await rollouts.recover()
+        await serve_live_versions(gallery, control)
+        reconciliation = await reconcile(gallery, search, pipeline, settings.embedding_dim)
+        log.info("gallery reconciled: %s", reconciliation)
+        app.state.resources = Resources(
+            settings=settings,
+            gallery=gallery,
+            triton=triton,
+            search=search,
+            cache=cache,
+            pipeline=pipeline,
+            recognition=Recognition(
+                live, SearchBatcher(search), pipeline, cache, recognition_log, settings.match_threshold
+            ),
+            enrolment=Enrolment(gallery, search, pipeline),
+            live=live,
+            reconciliation=reconciliation,
+            rollouts=rollouts,
+        )
+        yield
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="facerec",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ApiMetrics()
+    app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics)
+    problems.install(app)
+    for module in (people, recognize, keys, models, health):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContext, max_body_bytes=settings.api.max_body_bytes)
+    return app

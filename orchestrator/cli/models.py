@@ -1,0 +1,54 @@
+"""``facerec models …`` and ``facerec triton-env``: the model store and Triton's environment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from orchestrator.cli.common import settings_from
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.fetch import ModelStore, fetch_models
+from orchestrator.runtime.triton_env import ensure_environment
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    store = fetch_models(settings.models_dir, tarball=args.tarball)
+    print(f"models ready in {store.root}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from orchestrator.modelrepo.importer import import_file
+    from orchestrator.modelrepo.variants import Normalization
+
+    settings = settings_from(args)
+    store = fetch_models(settings.models_dir)
+    version = import_file(store, args.path, Normalization.parse(args.normalize))
+    print(f"imported {args.path} as arcface version {version}; switch to it with `facerec rollout {version}`")
+    return 0
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    from orchestrator.modelrepo.importer import derive
+
+    settings = settings_from(args)
+    version = derive(fetch_models(settings.models_dir), args.kind)
+    print(f"arcface version {version} is the {args.kind} build of version 1")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = ModelStore(settings_from(args).models_dir)
+    if not store.is_complete():
+        print("no models yet: run `facerec models fetch`", file=sys.stderr)
+        return 1
+    for spec in DEFAULT_MODELS:
+        print(f"{spec.name}\tversions {', '.join(map(str, store.versions(spec.name)))}")
+    return 0
+
+
+def cmd_triton_env(args: argparse.Namespace) -> int:
+    env = ensure_environment(settings_from(args).triton_env_dir)
+    print(f"Triton environment ready: {env.tritonserver}")
+    return 0

@@ -1,0 +1,146 @@
+"""Run the stack or one process kind of it in the foreground: up, triton, search, orchestrator."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from orchestrator.cli.common import settings_from
+from orchestrator.core.settings import Settings
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.fetch import fetch_models
+from orchestrator.runtime.processes import wait_http_ready
+from orchestrator.runtime.triton_env import ensure_environment
+from orchestrator.runtime.triton_server import TritonPorts, TritonServer
+
+
+def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
+    fetch_models(settings.models_dir)
+    env = ensure_environment(settings.triton_env_dir)
+    return TritonServer(
+        env,
+        (settings.models_dir / "repository" / "cpu").resolve(),
+        (settings.logs_dir / "triton.log").resolve(),
+        ports,
+        [spec.name for spec in DEFAULT_MODELS],
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _run_foreground(server: TritonServer) -> int:
+    """Wait until Triton dies or the user stops us, then stop it."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        while (code := server.poll()) is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited with {code}:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Stop):
+        print("stopping", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+def cmd_triton(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    server = _triton(settings, TritonPorts.beside(settings.port))
+    server.start()
+    server.wait_ready()
+    _print_triton(server)
+    return _run_foreground(server)
+
+
+def _print_triton(server: TritonServer) -> None:
+    print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, metrics {server.metrics_url}")
+    print(f"models: {', '.join(server.models)}; log: {server.log_path}", flush=True)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+    from orchestrator.runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Triton, the search service, a local Valkey (unless REDIS_URL is set) and the API, in the foreground."""
+    from orchestrator.runtime.local_valkey import LocalValkey
+
+    settings = settings_from(args)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        server = _triton(settings, TritonPorts.beside(settings.port))
+        stack.enter_context(server)
+        _print_triton(server)
+        search_log = stack.enter_context((settings.logs_dir / "search.log").open("ab"))
+        search = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "search_service",
+                "--port",
+                str(settings.search_port),
+                "--data-dir",
+                str(settings.data_dir / "search"),
+            ],
+            stdout=search_log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        stack.callback(_stop_child, search)
+        wait_http_ready(f"{settings.search_service_urls[0]}/health", search, 60.0, name="search service")
+        print(f"search service: {settings.search_service_urls[0]}", flush=True)
+        if settings.redis_url is None:
+            valkey = stack.enter_context(LocalValkey(settings.data_dir / "cache", settings.cache_port))
+            settings.redis_url = valkey.url
+            print(f"cache: local Valkey at {valkey.url}", flush=True)
+        print(f"facerec API: http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
+        _serve(settings)
+    return 0
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    child.terminate()
+    try:
+        child.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def cmd_orchestrator(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.triton_url:
+        settings.triton.url = args.triton_url
+    if args.search_url:
+        settings.search_urls = args.search_url
+    if args.redis_url:
+        settings.redis_url = args.redis_url
+    _serve(settings)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from search_service.server import run
+
+    settings = settings_from(args)
+    run(settings.host, args.port or settings.search_port, settings.data_dir / "search", shard=args.shard)
+    return 0

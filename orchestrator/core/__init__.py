@@ -1,0 +1,1 @@
+"""What every layer shares: settings, domain errors, logging context, the resources of a running app."""

@@ -1,0 +1,36 @@
+"""Everything the service needs, opened once by the app's lifespan and held in one typed object.
+
+The HTTP layer's own objects (metrics, admission) live on the app, not here: nothing below
+``api/`` knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.clients.search import SearchClient
+from orchestrator.clients.triton import TritonModels
+from orchestrator.core.settings import Settings
+from orchestrator.db.gallery import Gallery
+from orchestrator.gallery.enrolment import Enrolment
+from orchestrator.gallery.index_sync import Reconciliation
+from orchestrator.gallery.live_view import LiveView
+from orchestrator.gallery.rollout import RolloutRunner
+from orchestrator.pipeline.face_pipeline import FacePipeline
+from orchestrator.recognition.cache import RecognitionCache
+from orchestrator.recognition.service import Recognition
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    gallery: Gallery
+    triton: TritonModels
+    search: SearchClient
+    cache: RecognitionCache
+    pipeline: FacePipeline
+    recognition: Recognition
+    enrolment: Enrolment
+    live: LiveView
+    reconciliation: Reconciliation
+    rollouts: RolloutRunner

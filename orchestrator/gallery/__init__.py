@@ -1,0 +1,1 @@
+"""The gallery kept consistent: enrolment, index sync with the database, rollouts, the live view."""

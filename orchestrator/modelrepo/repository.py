@@ -1,0 +1,134 @@
+"""Triton model repositories for both targets, generated from the one catalog.
+
+``cpu``: Python backend running ONNX Runtime on the CPU (what runs here and in CI).
+``gpu``: onnxruntime backend on ``KIND_GPU`` with the TensorRT accelerator in FP16, an
+engine cache and warm-up (what runs in production). Every config is built as Triton's own
+``ModelConfig`` protobuf, so what is written always parses.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from orchestrator.modelrepo.catalog import ModelSpec
+
+Target = Literal["cpu", "gpu"]
+TARGETS: tuple[Target, ...] = ("cpu", "gpu")
+MODEL_FILE = "model.onnx"
+TRT_ENGINE_CACHE = "/engine_cache"
+
+
+def _dtype(name: str) -> int:
+    return int(mc.DataType.Value(name))
+
+
+def model_config(spec: ModelSpec, target: Target, versions: Iterable[int] = (1,)) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
+    for tensor in spec.inputs:
+        config.input.add(name=tensor.name, data_type=_dtype(tensor.dtype), dims=tensor.dims)
+    for tensor in spec.outputs:
+        config.output.add(name=tensor.name, data_type=_dtype(tensor.dtype), dims=tensor.dims)
+    config.version_policy.specific.versions.extend(sorted(versions))
+
+    batching = config.dynamic_batching
+    batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
+    batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    # A bounded queue that rejects: overload becomes UNAVAILABLE (HTTP 503), never a hang.
+    policy = batching.default_queue_policy
+    policy.max_queue_size = spec.max_queue_size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = spec.queue_timeout_us
+    policy.allow_timeout_override = True
+
+    if target == "cpu":
+        config.backend = "python"
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cpu_instances)
+        # Parallelism comes from instances and from the three models running side by side.
+        config.parameters["intra_op_threads"].string_value = "1"
+        config.parameters["graph_optimization"].string_value = spec.cpu_graph_optimization
+    else:
+        config.platform = "onnxruntime_onnx"
+        config.backend = "onnxruntime"
+        config.default_model_filename = MODEL_FILE
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
+        accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        accel.parameters["precision_mode"] = "FP16"
+        accel.parameters["max_workspace_size_bytes"] = str(1 << 30)
+        accel.parameters["trt_engine_cache_enable"] = "1"
+        accel.parameters["trt_engine_cache_path"] = TRT_ENGINE_CACHE
+        for batch in spec.warmup_batch_sizes:
+            warmup = config.model_warmup.add(name=f"{spec.name}_b{batch}", batch_size=batch)
+            for tensor in spec.inputs:
+                warmup.inputs[tensor.name].data_type = _dtype(tensor.dtype)
+                warmup.inputs[tensor.name].dims.extend(tensor.dims)
+                warmup.inputs[tensor.name].random_data = True
+    return config
+
+
+def render(config: mc.ModelConfig) -> str:
+    return str(text_format.MessageToString(config))
+
+
+def parse(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def backend_model_source() -> str:
+    """The Python-backend ``model.py`` shared by every CPU model."""
+    return (resources.files("orchestrator.modelrepo") / "triton_backend" / "model.py").read_text()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def write_repository(
+    root: Path,
+    target: Target,
+    specs: Iterable[ModelSpec],
+    weights: Mapping[str, Mapping[int, Path]],
+) -> None:
+    """Write ``root/<model>/config.pbtxt`` and ``root/<model>/<version>/`` for every spec.
+
+    ``weights[model][version]`` is the batch-dynamic ONNX file of that version.
+    """
+    model_py = backend_model_source()
+    for spec in specs:
+        versions = weights[spec.name]
+        model_dir = root / spec.name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / "config.pbtxt").write_text(render(model_config(spec, target, versions)))
+        for version, onnx_file in versions.items():
+            version_dir = model_dir / str(version)
+            version_dir.mkdir(exist_ok=True)
+            _link_or_copy(onnx_file, version_dir / MODEL_FILE)
+            if target == "cpu":
+                (version_dir / "model.py").write_text(model_py)
+
+
+def write_configs(root: Path) -> None:
+    """Write only the config.pbtxt files of both targets (the committed, reviewable copy)."""
+    from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+
+    for target in TARGETS:
+        for spec in DEFAULT_MODELS:
+            model_dir = root / target / spec.name
+            model_dir.mkdir(parents=True, exist_ok=True)
+            (model_dir / "config.pbtxt").write_text(render(model_config(spec, target)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_configs(Path(sys.argv[1] if len(sys.argv) > 1 else "model_repository"))

@@ -1,0 +1,1 @@
+"""From image bytes to embeddings: decode, detect, landmarks, align (vision/), embed; calibration."""

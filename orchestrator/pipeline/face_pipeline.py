@@ -1,0 +1,162 @@
+"""The face pipeline: decode → detect → landmarks → align → embed, through Triton.
+
+Pixel work runs in a thread pool, off the event loop; each Triton model gets one request
+per image (all faces of the image in one batch). Embeddings are L2-normalised here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import cv2
+import numpy as np
+
+from orchestrator.clients.triton import TritonModels
+from orchestrator.core.errors import FaceCountError
+from orchestrator.pipeline.vision import align, detect, landmarks
+from orchestrator.pipeline.vision.decode import DecodedImage, DecodeLimits, decode
+from orchestrator.pipeline.vision.faces import Face
+
+T = TypeVar("T")
+
+DETECTOR, LANDMARKS, EMBEDDER = "face_detector", "face_landmarks", "arcface"
+
+
+@dataclass
+class Analysis:
+    faces: list[Face]
+    """Largest first."""
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """[N, D] → [N, D] float32 with unit rows (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    detector: str = "1"
+    landmarks: str = "1"
+    embedder: str = "1"
+
+
+class FacePipeline:
+    def __init__(
+        self,
+        triton: TritonModels,
+        *,
+        executor: Executor | None = None,
+        limits: DecodeLimits | None = None,
+        detect_params: detect.DetectParams | None = None,
+    ) -> None:
+        self.triton = triton
+        self.executor = executor
+        self.limits = limits or DecodeLimits()
+        self.detect_params = detect_params or detect.DetectParams()
+
+    async def _cpu(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def analyse(
+        self,
+        data: bytes,
+        *,
+        embed: bool = True,
+        max_faces: int | None = None,
+        versions: ModelVersions | None = None,
+    ) -> Analysis:
+        versions = versions or ModelVersions()
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = round((now - clock) * 1000, 3)
+            clock = now
+
+        def decoded() -> tuple[DecodedImage, np.ndarray]:
+            image = decode(data, self.limits)
+            return image, detect.detector_input(image.rgb)
+
+        # Each hop to the thread pool costs a GIL hand-over: one per stage between models.
+        image, detector_in = await self._cpu(decoded)
+        lap("decode")
+        rgb = image.rgb
+        out = await self.triton.infer(DETECTOR, detector_in[None], versions.detector)
+        params = self.detect_params
+        if max_faces is not None:
+            params = dataclasses.replace(params, max_faces=max_faces)
+        found = detect.detections(out["scores"][0], out["boxes"][0], image.width, image.height, params)
+        lap("detect")
+        # Report coordinates in the image as sent, whatever scale it was decoded at.
+        to_sent = 1.0 / image.scale
+        faces = [Face(box=d.box * to_sent, det_score=d.score) for d in found]
+        analysis = Analysis(
+            faces=faces,
+            width=round(image.width * to_sent),
+            height=round(image.height * to_sent),
+            timings_ms=timings,
+        )
+        if not found:
+            return analysis
+
+        rects = [landmarks.crop_rect(d.box, image.width, image.height) for d in found]
+
+        def landmark_patches() -> np.ndarray:
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            return np.stack([landmarks.landmark_input(gray, r) for r in rects])
+
+        marks = await self.triton.infer(LANDMARKS, await self._cpu(landmark_patches), versions.landmarks)
+        lap("landmarks")
+
+        def align_all() -> np.ndarray | None:
+            """Crops on the faces; the embedder's input when embedding."""
+            crops = []
+            for face, rect, raw in zip(faces, rects, marks["output"], strict=True):
+                points = landmarks.landmarks_in_image(raw, rect)
+                face.landmarks68 = points * to_sent
+                points5 = landmarks.five_points(points)
+                face.crop = align.align(rgb, points5)
+                face.sharpness = align.sharpness(face.crop)
+                face.points5 = points5 * to_sent
+                crops.append(face.crop)
+            return align.embedder_input(np.stack(crops)) if embed else None
+
+        embedder_in = await self._cpu(align_all)
+        lap("align")
+        if embedder_in is not None:
+            out = await self.triton.infer(EMBEDDER, embedder_in, versions.embedder)
+            for face, vector in zip(faces, l2_normalize(out["output"]), strict=True):
+                face.embedding = vector
+            lap("embed")
+        return analysis
+
+    async def compare_largest(
+        self, images: tuple[bytes, bytes], names: tuple[str, str], versions: ModelVersions | None = None
+    ) -> float:
+        """Cosine similarity of the largest face of each image; FaceCountError names one without."""
+        analyses = await asyncio.gather(*(self.analyse(image, versions=versions) for image in images))
+        for name, analysis in zip(names, analyses, strict=True):
+            if not analysis.faces:
+                raise FaceCountError(f"no face found in {name}")
+        a, b = (analysis.faces[0].embedding for analysis in analyses)
+        assert a is not None and b is not None
+        return round(float(a @ b), 4)
+
+    async def embed_crops(self, crops: np.ndarray, version: str = "1") -> np.ndarray:
+        """[N, 112, 112, 3] uint8 aligned crops → [N, D] unit embeddings (re-embedding)."""
+        embedder_in = await self._cpu(align.embedder_input, crops)
+        out = await self.triton.infer(EMBEDDER, embedder_in, version)
+        return l2_normalize(out["output"])

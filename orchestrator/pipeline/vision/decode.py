@@ -1,0 +1,168 @@
+"""Image bytes → RGB pixels, with limits checked before any pixel is decoded.
+
+The format is sniffed from magic bytes and the dimensions read from the header, so a
+decompression bomb (a tiny file declaring 30000×30000 pixels) is refused without
+allocating it. Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself when
+the image stays large enough for faces to give good 112×112 crops. EXIF orientation is
+honoured (OpenCV applies it unless told not to).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from orchestrator.core.errors import ImageError, ImageTooLarge, UnsupportedImage
+
+ImageFormat = Literal["jpeg", "png", "webp", "bmp"]
+
+_REDUCED_FLAGS = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    min_side: int = 16
+    reduce_min_side: int = 1200
+    """Reduced-scale JPEG decoding never takes the shorter side below this."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    rgb: np.ndarray
+    """[H, W, 3] uint8, RGB, orientation applied."""
+    format: ImageFormat
+    scale: float
+    """Decoded size / stored size (1, 1/2, 1/4 or 1/8)."""
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def sniff_format(data: bytes) -> ImageFormat:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        raise UnsupportedImage("GIF is not supported; send JPEG, PNG, WebP or BMP")
+    raise UnsupportedImage("not a JPEG, PNG, WebP or BMP image")
+
+
+@dataclass(frozen=True)
+class _JpegLayout:
+    width: int
+    height: int
+    scan_start: int
+
+
+def _jpeg_layout(data: bytes) -> _JpegLayout:
+    """Walk the JPEG segments to the frame header and the first scan of the main image."""
+    pos, size = 2, None
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageError("corrupt JPEG: bad segment marker")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            size = (width, height)
+        if marker == 0xDA:
+            if size is None:
+                raise ImageError("corrupt JPEG: scan before frame header")
+            return _JpegLayout(size[0], size[1], pos)
+        pos += 2 + length
+    raise ImageError("truncated JPEG: no image data")
+
+
+def _dimensions(data: bytes, fmt: ImageFormat) -> tuple[int, int]:
+    try:
+        if fmt == "jpeg":
+            layout = _jpeg_layout(data)
+            return layout.width, layout.height
+        if fmt == "png":
+            if data[12:16] != b"IHDR":
+                raise ImageError("corrupt PNG: no IHDR chunk")
+            return struct.unpack(">II", data[16:24])
+        if fmt == "bmp":
+            width, height = struct.unpack("<ii", data[18:26])
+            return width, abs(height)
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            width = int.from_bytes(data[24:27], "little") + 1
+            return width, int.from_bytes(data[27:30], "little") + 1
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8 ":
+            width, height = struct.unpack("<HH", data[26:30])
+            return width & 0x3FFF, height & 0x3FFF
+        raise ImageError("corrupt WebP: unknown chunk")
+    except struct.error as error:
+        raise ImageError(f"truncated {fmt.upper()} header") from error
+
+
+def _check_complete(data: bytes, fmt: ImageFormat) -> None:
+    # libjpeg only warns on a truncated stream and fills the rest with grey: refuse it instead.
+    if fmt == "jpeg" and data.rfind(b"\xff\xd9") <= _jpeg_layout(data).scan_start:
+        raise ImageError("truncated JPEG: the image data ends early")
+    if fmt == "png" and b"IEND" not in data[-12:]:
+        raise ImageError("truncated PNG: no IEND chunk")
+
+
+def _reduction(width: int, height: int, limits: DecodeLimits) -> int:
+    factor = 1
+    for candidate in (2, 4, 8):
+        if min(width, height) // candidate >= limits.reduce_min_side:
+            factor = candidate
+    return factor
+
+
+def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
+    if not data:
+        raise ImageError("empty image")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    fmt = sniff_format(data)
+    width, height = _dimensions(data, fmt)
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image declares an invalid size {width}×{height}")
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}×{height} = {width * height} pixels; the limit is {limits.max_pixels}"
+        )
+    if min(width, height) < limits.min_side:
+        raise ImageError(f"image is {width}×{height}; the shorter side must be ≥ {limits.min_side}")
+    _check_complete(data, fmt)
+
+    factor = _reduction(width, height, limits) if fmt == "jpeg" else 1
+    flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    bgr = cv2.imdecode(buffer, flags)
+    if bgr is None:
+        raise ImageError(f"corrupt {fmt.upper()} image: it could not be decoded")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return DecodedImage(rgb=rgb, format=fmt, scale=1.0 / factor)

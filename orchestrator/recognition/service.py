@@ -1,0 +1,123 @@
+"""Recognise, verify and detect: the pipeline, batched searches, and the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from orchestrator.clients.search import SearchServiceError
+from orchestrator.core.errors import UpstreamUnavailable
+from orchestrator.db.tables import RecognitionLog
+from orchestrator.gallery.live_view import LiveView
+from orchestrator.pipeline.face_pipeline import FacePipeline, ModelVersions
+from orchestrator.recognition.answers import detected_face, person_matches, recognized_face
+from orchestrator.recognition.cache import RecognitionCache
+from orchestrator.recognition.log_writer import RecognitionLogWriter
+from orchestrator.recognition.search_batching import SearchBatcher
+
+log = logging.getLogger(__name__)
+
+FACE_HITS_PER_PERSON = 4
+"""Face hits fetched per requested person, so one person's many faces don't crowd out others."""
+MAX_FACE_HITS = 256
+
+
+class Recognition:
+    def __init__(
+        self,
+        live: LiveView,
+        search: SearchBatcher,
+        pipeline: FacePipeline,
+        cache: RecognitionCache,
+        recognition_log: RecognitionLogWriter,
+        threshold: float,
+    ) -> None:
+        self.live = live
+        self.search = search
+        self.pipeline = pipeline
+        self.cache = cache
+        self.recognition_log = recognition_log
+        self.threshold = threshold
+
+    async def recognize(
+        self,
+        image: bytes,
+        *,
+        top_k: int,
+        threshold: float | None,
+        max_faces: int | None,
+        api_key_id: int | None = None,
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        threshold = self.threshold if threshold is None else threshold
+        state = await self.live.state()
+        image_sha256 = hashlib.sha256(image).hexdigest()
+        params = {"gallery": state.gallery_id, "top_k": top_k, "threshold": threshold, "max_faces": max_faces}
+        key = self.cache.key(image_sha256, params, state.active_model_version, state.generation)
+        answer = await self.cache.get(key)
+        cached = answer is not None
+        if answer is None:
+            answer = await self._recognize(image, state, top_k, threshold, max_faces)
+            await self.cache.set(key, answer)
+        answer = {**answer, "took_ms": round((time.perf_counter() - started) * 1000, 2), "cached": cached}
+        self.recognition_log.add(
+            RecognitionLog(
+                api_key_id=api_key_id,
+                image_sha256=image_sha256,
+                face_count=len(answer["faces"]),
+                results=[
+                    {
+                        "decision": f["decision"],
+                        "person_id": f["matches"][0]["person_id"] if f["matches"] else None,
+                        "similarity": f["matches"][0]["similarity"] if f["matches"] else None,
+                    }
+                    for f in answer["faces"]
+                ],
+                model_version=answer["model_version"],
+                took_ms=answer["took_ms"],
+                cached=cached,
+            )
+        )
+        return answer
+
+    async def _recognize(
+        self, image: bytes, state: Any, top_k: int, threshold: float, max_faces: int | None
+    ) -> dict[str, Any]:
+        version = state.active_model_version
+        analysis = await self.pipeline.analyse(
+            image, max_faces=max_faces, versions=ModelVersions(embedder=version)
+        )
+        faces: list[dict[str, Any]] = []
+        if analysis.faces:
+            queries = np.stack([f.embedding for f in analysis.faces if f.embedding is not None])
+            k = min(top_k * FACE_HITS_PER_PERSON, MAX_FACE_HITS)
+            try:
+                hits = await self.search.search(state.active_collection, queries, k)
+            except SearchServiceError as error:
+                raise UpstreamUnavailable(f"search service: {error}") from error
+            owners = await self.live.owners([h.id for row in hits for h in row])
+            faces = [
+                recognized_face(face, person_matches(row, owners, top_k), threshold)
+                for face, row in zip(analysis.faces, hits, strict=True)
+            ]
+        return {"faces": faces, "model_version": version}
+
+    async def verify(self, first: bytes, second: bytes, threshold: float | None) -> dict[str, Any]:
+        threshold = self.threshold if threshold is None else threshold
+        state = await self.live.state()
+        versions = ModelVersions(embedder=state.active_model_version)
+        similarity = await self.pipeline.compare_largest((first, second), ("file1", "file2"), versions)
+        return {
+            "similarity": similarity,
+            "match": similarity >= threshold,
+            "threshold": threshold,
+            "model_version": state.active_model_version,
+        }
+
+    async def detect(self, image: bytes, max_faces: int | None) -> dict[str, Any]:
+        analysis = await self.pipeline.analyse(image, embed=False, max_faces=max_faces)
+        return {"faces": [detected_face(face) for face in analysis.faces]}
