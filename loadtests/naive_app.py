@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, UploadFile
@@ -26,32 +25,30 @@ from fastapi.responses import JSONResponse
 
 from loadtests.chain import GalleryMatrix, OrtChain, build_gallery
 from loadtests.probes import GALLERY, photos_dir
-from orchestrator.core.errors import ProblemError
+from orchestrator.api.problems import PROBLEM_JSON, problem_of
+from orchestrator.core.errors import FacerecError
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
-from orchestrator.recognition.answers import recognized_face
+from orchestrator.recognition.answers import Match, RecognizeAnswer, recognized_face
 
 
-def _answer(chain: OrtChain, gallery: GalleryMatrix, image: bytes, top_k: int) -> dict[str, Any]:
+def _answer(chain: OrtChain, gallery: GalleryMatrix, image: bytes, top_k: int) -> RecognizeAnswer:
     started = time.perf_counter()
     (found,) = chain.analyse([image])
     faces = []
     if found:
         queries = np.stack([f.embedding for f in found if f.embedding is not None])
         for face, hits in zip(found, gallery.top_k(queries, top_k * 4), strict=True):
-            best: dict[int, dict[str, Any]] = {}
+            best: dict[int, Match] = {}
             for row, score in hits:
                 person = gallery.person_ids[row]
                 if person not in best:
-                    best[person] = {
-                        "person_id": person,
-                        "name": gallery.names[row],
-                        "face_id": row + 1,
-                        "similarity": round(score, 4),
-                    }
-            matches = sorted(best.values(), key=lambda m: -m["similarity"])[:top_k]
+                    best[person] = Match(
+                        person_id=person, name=gallery.names[row], face_id=row + 1, similarity=round(score, 4)
+                    )
+            matches = sorted(best.values(), key=lambda m: -m.similarity)[:top_k]
             faces.append(recognized_face(face, matches, DEFAULT_MATCH_THRESHOLD))
     took_ms = round((time.perf_counter() - started) * 1000, 2)
-    return {"faces": faces, "model_version": "1", "took_ms": took_ms, "cached": False}
+    return RecognizeAnswer(faces=faces, model_version="1", took_ms=took_ms, cached=False)
 
 
 def create_app(repository: Path, photos: Path) -> FastAPI:
@@ -75,13 +72,12 @@ def create_app(repository: Path, photos: Path) -> FastAPI:
 
     # A plain ``def``: FastAPI runs it in its thread pool, as a straightforward server would.
     @app.post("/v1/recognize", response_model=None)
-    def recognize(file: UploadFile, top_k: int = 5) -> dict[str, Any] | JSONResponse:
+    def recognize(file: UploadFile, top_k: int = 5) -> RecognizeAnswer | JSONResponse:
         try:
             return _answer(app.state.chain, app.state.gallery, file.file.read(), top_k)
-        except ProblemError as error:
-            return JSONResponse(
-                error.to_problem(), status_code=error.status, media_type="application/problem+json"
-            )
+        except FacerecError as error:
+            problem = problem_of(error)
+            return JSONResponse(problem, status_code=problem["status"], media_type=PROBLEM_JSON)
 
     return app
 

@@ -112,8 +112,8 @@ class NaiveServer:
         return self.process.url
 
     def pids(self) -> dict[str, int]:
-        proc = self.process.proc
-        return {"naive": proc.pid} if proc else {}
+        pid = self.process.pid
+        return {"naive": pid} if pid else {}
 
     def __enter__(self) -> NaiveServer:
         self.process.start().wait_ready(120)

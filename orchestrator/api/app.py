@@ -16,7 +16,7 @@ from orchestrator.api import problems
 from orchestrator.api.admission import Admission
 from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from orchestrator.api.request_context import RequestContext
-from orchestrator.api.routes import health, keys, models, people, recognize
+from orchestrator.api.routes import health, keys, metrics, models, people, recognize
 from orchestrator.clients.search import SearchClient
 from orchestrator.clients.triton import TritonModels
 from orchestrator.clients.triton_control import ModelControl
@@ -134,8 +134,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = ApiMetrics()
     app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics)
     problems.install(app)
-    for module in (people, recognize, keys, models, health):
-        app.include_router(module.router)
+    # Each router declares its path prefix and the role it needs. Where one path has
+    # routers of both roles, the admin one comes first: a 405 names the methods of the
+    # first route that has the path.
+    routers = (
+        people.admin_router,
+        people.router,
+        recognize.router,
+        keys.router,
+        models.router,
+        health.router,
+        health.keyed_router,
+        metrics.router,
+    )
+    for router in routers:
+        app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContext, max_body_bytes=settings.api.max_body_bytes)
     return app

@@ -1,4 +1,9 @@
-"""Request dependencies as ``Annotated`` aliases: resources, admission, metrics, the caller's key."""
+"""Request dependencies: ``Annotated`` aliases for resources, admission, metrics, the caller's key.
+
+Roles are declared on the routers: ``dependencies=[Depends(current_key)]`` for any valid
+key, ``[Depends(admin_key)]`` for admin. A route that needs the key itself also takes
+``CurrentKey``; FastAPI resolves it once per request.
+"""
 
 from __future__ import annotations
 
@@ -59,9 +64,3 @@ async def admin_key(key: CurrentKey) -> ApiKeyPublic:
     if key.role != "admin":
         raise Forbidden(f"this needs an admin key; key {key.prefix}… has role {key.role!r}")
     return key
-
-
-AdminKey = Annotated[ApiKeyPublic, Depends(admin_key)]
-"""Any endpoint: people and faces writes, keys, models."""
-RecognizeKey = CurrentKey
-"""Recognize, verify, detect, read people: both roles."""

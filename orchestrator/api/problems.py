@@ -1,13 +1,18 @@
 """Every error as RFC 9457 problem+json with the request id; never a traceback.
 
-One handler serves the whole ``ProblemError`` family; FastAPI's validation errors and
-Starlette's 404/405 are translated to the same shape; anything else is logged with its
-stack and answered with a generic 500.
+This is the one place where a domain error becomes HTTP: :data:`PROBLEM_TYPES` gives each
+error class its status, title and problem type, looked up along the class hierarchy as
+Starlette chooses exception handlers, so one handler serves the whole ``FacerecError``
+family and a subclass without an entry answers as its nearest mapped ancestor. FastAPI's
+validation errors and Starlette's 404/405 are translated to the same shape; anything else
+is logged with its stack and answered with a generic 500.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,18 +20,84 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.core.errors import PROBLEM_BASE, ProblemError
+from orchestrator.core.errors import (
+    Conflict,
+    FaceCountError,
+    FacerecError,
+    Forbidden,
+    ImageError,
+    ImageTooLarge,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    UnsupportedImage,
+    UpstreamUnavailable,
+)
 from orchestrator.core.logging import request_id_var
 
 log = logging.getLogger(__name__)
 
+PROBLEM_BASE = "https://facerec.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 
 
-class RequestTooLarge(ProblemError):
-    status = 413
-    title = "Request too large"
-    slug = "request-too-large"
+class RequestTooLarge(FacerecError):
+    """The request body is over the size limit (raised by the body-limit middleware)."""
+
+
+def _no_headers(error: Any) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ProblemType:
+    status: int
+    title: str
+    slug: str
+    headers: Callable[[Any], dict[str, str]] = field(default=_no_headers, compare=False)
+    """The response headers this kind of error calls for, from the error itself."""
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+def _retry_after(error: UpstreamUnavailable) -> dict[str, str]:
+    return {"Retry-After": str(error.retry_after_s)}
+
+
+def _authenticate(error: Unauthorized) -> dict[str, str]:
+    return {"WWW-Authenticate": "X-API-Key"}
+
+
+PROBLEM_TYPES: dict[type[FacerecError], ProblemType] = {
+    FacerecError: ProblemType(500, "Internal error", "internal"),
+    NotFound: ProblemType(404, "Not found", "not-found"),
+    Conflict: ProblemType(409, "Conflict", "conflict"),
+    InvalidRequest: ProblemType(422, "Invalid request", "invalid-request"),
+    Unauthorized: ProblemType(401, "Unauthorized", "unauthorized", _authenticate),
+    Forbidden: ProblemType(403, "Forbidden", "forbidden"),
+    ImageError: ProblemType(400, "Corrupt image", "corrupt-image"),
+    UnsupportedImage: ProblemType(415, "Unsupported image type", "unsupported-image"),
+    ImageTooLarge: ProblemType(413, "Image too large", "image-too-large"),
+    RequestTooLarge: ProblemType(413, "Request too large", "request-too-large"),
+    FaceCountError: ProblemType(422, "Unexpected number of faces", "face-count"),
+    UpstreamUnavailable: ProblemType(503, "Service unavailable", "upstream-unavailable", _retry_after),
+}
+
+
+def problem_type(error: FacerecError) -> ProblemType:
+    """The entry of the error's class or of its nearest ancestor that has one."""
+    for cls in type(error).__mro__:
+        if cls in PROBLEM_TYPES:
+            return PROBLEM_TYPES[cls]
+    raise TypeError(f"{type(error).__name__} is not a FacerecError")
+
+
+def problem_of(error: FacerecError) -> dict[str, Any]:
+    """The problem object of an error, without request context (also one image's batch result)."""
+    kind = problem_type(error)
+    return {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": error.detail}
 
 
 def problem_response(
@@ -43,9 +114,14 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-async def _problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.title, exc.detail, exc.slug, exc.headers)
+def error_response(error: FacerecError) -> JSONResponse:
+    kind = problem_type(error)
+    return problem_response(kind.status, kind.title, error.detail, kind.slug, kind.headers(error))
+
+
+async def _facerec(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FacerecError)
+    return error_response(exc)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -66,13 +142,19 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "Invalid request", where, "invalid-request", errors=errors)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+def internal_error_response() -> JSONResponse:
+    """The generic 500: the cause goes to the log, never to the client."""
     return problem_response(500, "Internal error", "an unexpected error occurred", "internal")
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Only for errors outside RequestContext, which answers the others with their request id.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return internal_error_response()
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ProblemError, _problem)
+    app.add_exception_handler(FacerecError, _facerec)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Exception, _unexpected)

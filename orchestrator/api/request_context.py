@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
@@ -9,8 +10,10 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.api.problems import RequestTooLarge, problem_response
+from orchestrator.api.problems import RequestTooLarge, error_response, internal_error_response
 from orchestrator.core.logging import request_id_var
+
+log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -36,8 +39,12 @@ class RequestContext:
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message = {
                     **message,
                     "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode("ascii"))],
@@ -45,7 +52,7 @@ class RequestContext:
             await send(message)
 
         def refusal(detail: str) -> JSONResponse:
-            return problem_response(413, RequestTooLarge.title, detail, RequestTooLarge.slug)
+            return error_response(RequestTooLarge(detail))
 
         try:
             declared = headers.get("content-length")
@@ -83,5 +90,12 @@ class RequestContext:
             except RequestTooLarge:
                 if not replaced:
                     await refusal(streamed_detail)(scope, receive, send_with_id)
+            except Exception:
+                # Starlette renders a 500 outside every middleware, after the request id is
+                # reset: log and answer it here, where the id is still known.
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                if started:
+                    raise  # too late for an answer: the server closes the connection
+                await internal_error_response()(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)

@@ -1,4 +1,7 @@
-"""Answer and request models of the HTTP API, with the examples shown in /docs."""
+"""Request and answer models that only the HTTP API has, with the examples shown in /docs.
+
+The recognition answers are defined once, by the recognition layer, and imported here.
+"""
 
 from __future__ import annotations
 
@@ -7,83 +10,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.db.tables import ApiKeyPublic, FacePublic, PersonPublic
-
-Box = list[float]
-
-
-class Match(BaseModel):
-    person_id: int
-    name: str
-    face_id: int
-    similarity: float = Field(description="cosine similarity in [-1, 1]")
-
-
-class DetectedFace(BaseModel):
-    box: Box = Field(description="x1, y1, x2, y2 in pixels of the image as sent")
-    det_score: float
-    landmarks: list[list[float]] = Field(description="eyes, nose tip, mouth corners: [[x, y] × 5]")
-
-
-class RecognizedFace(DetectedFace):
-    quality: float = Field(description="0..1: detection score × size × sharpness")
-    decision: Literal["match", "unknown"]
-    matches: list[Match] = Field(description="best first, one per person")
-
-
-class RecognizeAnswer(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {
-                "faces": [
-                    {
-                        "box": [383.0, 90.0, 603.0, 405.0],
-                        "det_score": 0.9998,
-                        "landmarks": [
-                            [450.1, 220.3],
-                            [540.2, 219.8],
-                            [497.0, 270.5],
-                            [458.4, 330.1],
-                            [535.6, 329.0],
-                        ],
-                        "quality": 0.97,
-                        "decision": "match",
-                        "matches": [
-                            {"person_id": 1, "name": "Barack Obama", "face_id": 3, "similarity": 0.69}
-                        ],
-                    }
-                ],
-                "model_version": "1",
-                "took_ms": 142.5,
-                "cached": False,
-            }
-        }
-    )
-    faces: list[RecognizedFace] = Field(description="largest face first")
-    model_version: str
-    took_ms: float
-    cached: bool
+from orchestrator.recognition.answers import Box, RecognizeAnswer
 
 
 class BatchAnswer(BaseModel):
     results: list[RecognizeAnswer | dict[str, Any]] = Field(
         description="one answer per image in order, or a problem object for an image that failed"
     )
-
-
-class VerifyAnswer(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "example": {"similarity": 0.69, "match": True, "threshold": 0.38, "model_version": "1"}
-        }
-    )
-    similarity: float
-    match: bool
-    threshold: float
-    model_version: str
-
-
-class DetectAnswer(BaseModel):
-    faces: list[DetectedFace]
 
 
 class EnrolledFace(BaseModel):

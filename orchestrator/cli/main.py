@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.cli import client, models, serve
-from orchestrator.core.errors import ProblemError
+from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import configure as configure_logging
 from orchestrator.modelrepo.fetch import ModelFetchError
 from orchestrator.runtime.processes import StartError
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose or args.command in ("up", "orchestrator"))
     try:
         return int(args.handler(args))
-    except (ModelFetchError, TritonEnvironmentError, StartError, ProblemError) as error:
+    except (ModelFetchError, TritonEnvironmentError, StartError, FacerecError) as error:
         print(f"facerec: {error}", file=sys.stderr)
         return 2
 

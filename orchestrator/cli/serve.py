@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import subprocess
 import sys
-import time
 from types import FrameType
 
 from orchestrator.cli.common import settings_from
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
-from orchestrator.runtime.processes import wait_http_ready
+from orchestrator.runtime.processes import ManagedProcess
 from orchestrator.runtime.triton_env import ensure_environment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 
@@ -43,8 +41,7 @@ def _run_foreground(server: TritonServer) -> int:
     """Wait until Triton dies or the user stops us, then stop it."""
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        while (code := server.poll()) is None:
-            time.sleep(0.5)
+        code = server.wait_exit()
         print(f"tritonserver exited with {code}:\n{server.log_tail()}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, _Stop):
@@ -90,8 +87,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         server = _triton(settings, TritonPorts.beside(settings.port))
         stack.enter_context(server)
         _print_triton(server)
-        search_log = stack.enter_context((settings.logs_dir / "search.log").open("ab"))
-        search = subprocess.Popen(
+        search = ManagedProcess("search service", settings.logs_dir / "search.log")
+        stack.callback(search.stop)
+        search.start(
             [
                 sys.executable,
                 "-m",
@@ -100,13 +98,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 str(settings.search_port),
                 "--data-dir",
                 str(settings.data_dir / "search"),
-            ],
-            stdout=search_log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            ]
         )
-        stack.callback(_stop_child, search)
-        wait_http_ready(f"{settings.search_service_urls[0]}/health", search, 60.0, name="search service")
+        search.wait_http(f"{settings.search_service_urls[0]}/health", 60.0)
         print(f"search service: {settings.search_service_urls[0]}", flush=True)
         if settings.redis_url is None:
             valkey = stack.enter_context(LocalValkey(settings.data_dir / "cache", settings.cache_port))
@@ -115,15 +109,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"facerec API: http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
         _serve(settings)
     return 0
-
-
-def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    child.terminate()
-    try:
-        child.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
 
 
 def cmd_orchestrator(args: argparse.Namespace) -> int:

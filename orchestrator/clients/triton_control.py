@@ -9,30 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from orchestrator.core.errors import UpstreamUnavailable
 
 LOAD_TIMEOUT_S = 300.0
-_PENDING = re.compile(
-    r'^nv_inference_pending_request_count\{model="(?P<model>[^"]+)",version="(?P<version>[^"]+)"\}\s+(?P<n>\S+)$',
-    re.MULTILINE,
-)
+PENDING_METRIC = "nv_inference_pending_request_count"
 
 
 def pending_requests(metrics_text: str, model: str, version: str) -> int:
-    """Triton's queue length for one model version, from its Prometheus metrics text."""
-    for match in _PENDING.finditer(metrics_text):
-        if match["model"] == model and match["version"] == version:
-            return int(float(match["n"]))
-    return 0
+    """Triton's queue length for one model version, from its Prometheus metrics text.
+
+    Samples are matched by label values, in whatever order Triton writes the labels: reading
+    0 by mistake would end a drain early. A version with no sample has nothing queued. Text
+    that is not Prometheus exposition format raises ValueError rather than reading as 0.
+    """
+    return sum(
+        # A sum, so a label Triton may add later (a GPU, say) splits the count without losing it.
+        int(sample.value)
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == PENDING_METRIC
+        and sample.labels.get("model") == model
+        and sample.labels.get("version") == version
+    )
 
 
 def with_versions(config: dict[str, Any], versions: Iterable[str]) -> dict[str, Any]:

@@ -1,101 +1,62 @@
-"""The one family of errors that reach a client, each rendered as RFC 9457 problem+json."""
+"""Domain errors: what went wrong, said for the caller, with no notion of HTTP.
+
+Every layer raises these; the API maps each class to its status, problem type and
+headers in one place (:mod:`orchestrator.api.problems`), the command line prints them.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
 
-PROBLEM_BASE = "https://facerec.dev/problems/"
+class FacerecError(Exception):
+    """A failure the caller can understand; ``detail`` says what happened, fit to show them."""
 
-
-class ProblemError(Exception):
-    """An error with a stable problem type, an HTTP status and a message fit for the client."""
-
-    status: ClassVar[int] = 500
-    title: ClassVar[str] = "Internal error"
-    slug: ClassVar[str] = "internal"
-
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.headers = headers or {}
-
-    @property
-    def type(self) -> str:
-        return PROBLEM_BASE + self.slug
-
-    def to_problem(self, instance: str | None = None) -> dict[str, object]:
-        problem: dict[str, object] = {
-            "type": self.type,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if instance:
-            problem["instance"] = instance
-        return problem
 
 
-class NotFound(ProblemError):
-    status = 404
-    title = "Not found"
-    slug = "not-found"
+class NotFound(FacerecError):
+    """The person, face, key or rollout named does not exist."""
 
 
-class Conflict(ProblemError):
-    status = 409
-    title = "Conflict"
-    slug = "conflict"
+class Conflict(FacerecError):
+    """The request contradicts the current state (a duplicate, a rollout already running)."""
 
 
-class InvalidRequest(ProblemError):
-    status = 422
-    title = "Invalid request"
-    slug = "invalid-request"
+class InvalidRequest(FacerecError):
+    """The request is well-formed but its values are not acceptable."""
 
 
-class Unauthorized(ProblemError):
-    status = 401
-    title = "Unauthorized"
-    slug = "unauthorized"
+class Unauthorized(FacerecError):
+    """No credentials, or credentials that are not known."""
 
     def __init__(self, detail: str = "a valid X-API-Key header is required") -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "X-API-Key"})
+        super().__init__(detail)
 
 
-class Forbidden(ProblemError):
-    status = 403
-    title = "Forbidden"
-    slug = "forbidden"
+class Forbidden(FacerecError):
+    """Known credentials whose role does not allow this."""
 
 
-class ImageError(ProblemError):
-    status = 400
-    title = "Corrupt image"
-    slug = "corrupt-image"
+class ImageError(FacerecError):
+    """The image cannot be decoded."""
 
 
 class UnsupportedImage(ImageError):
-    status = 415
-    title = "Unsupported image type"
-    slug = "unsupported-image"
+    """The bytes are not an image of a supported type."""
 
 
 class ImageTooLarge(ImageError):
-    status = 413
-    title = "Image too large"
-    slug = "image-too-large"
+    """The image is larger than the limits allow."""
 
 
-class FaceCountError(ProblemError):
-    status = 422
-    title = "Unexpected number of faces"
-    slug = "face-count"
+class FaceCountError(FacerecError):
+    """No face, or several, where exactly one is needed."""
 
 
-class UpstreamUnavailable(ProblemError):
-    status = 503
-    title = "Service unavailable"
-    slug = "upstream-unavailable"
+class UpstreamUnavailable(FacerecError):
+    """A dependency (Triton, the search service) or this service's capacity is not available now."""
 
     def __init__(self, detail: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 FACE_ID = typed("Mapped[int]", Face.id)  # Optional on the model, never NULL in a row
 MAX_PAGE = 1000
-LIKE_ESCAPE = "/"
-"""Not a backslash: MySQL also reads backslashes in string literals as escapes."""
 
 
 def _face_count() -> Any:
@@ -58,19 +56,14 @@ def _public(person: Person, face_count: int) -> PersonPublic:
 def _matches(q: str) -> ColumnElement[bool]:
     """Case-insensitive substring of the name, the external id or the attributes' JSON.
 
-    The same SQL on the three databases: ``lower(x) LIKE '%q%'`` with ``%``, ``_`` and the
-    escape character escaped. JSON is cast to text, so keys match as well as values
-    (searching "age" finds everyone with an age), a price paid for portability.
+    The same SQL on the three databases: ``lower(x) LIKE '%q%' ESCAPE '/'``, with ``%``, ``_``
+    and ``/`` in ``q`` escaped by SQLAlchemy (autoescape). Its escape character is ``/``, not a
+    backslash, which MySQL would also read as an escape in string literals. JSON is cast to
+    text, so keys match as well as values (searching "age" finds everyone with an age), a
+    price paid for portability.
     """
-    escaped = (
-        q.lower()
-        .replace(LIKE_ESCAPE, LIKE_ESCAPE * 2)
-        .replace("%", LIKE_ESCAPE + "%")
-        .replace("_", LIKE_ESCAPE + "_")
-    )
-    pattern = f"%{escaped}%"
     columns: list[Any] = [col(Person.name), col(Person.external_id), cast(col(Person.attributes), Text)]
-    return or_(*(func.lower(column).like(pattern, escape=LIKE_ESCAPE) for column in columns))
+    return or_(*(func.lower(column).contains(q.lower(), autoescape=True) for column in columns))
 
 
 def _conflict(external_id: str | None) -> Conflict:

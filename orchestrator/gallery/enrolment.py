@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from orchestrator.clients.search import SearchClient, SearchServiceError
-from orchestrator.core.errors import FaceCountError, ProblemError, UpstreamUnavailable
+from orchestrator.core.errors import FaceCountError, FacerecError, UpstreamUnavailable
 from orchestrator.db.gallery import Gallery
 from orchestrator.gallery.index_sync import put_vectors
 from orchestrator.pipeline.face_pipeline import FacePipeline, ModelVersions
@@ -90,7 +90,7 @@ class Enrolment:
             vector = await self.pipeline.embed_crops(crop[None], version)
             await asyncio.to_thread(self.gallery.add_embeddings, version, [face_id], vector)
             await put_vectors(self.search, collection, [face_id], vector)
-        except (SearchServiceError, ProblemError) as error:
+        except (SearchServiceError, FacerecError) as error:
             # Not fatal: the rollout embeds every face still missing before it switches.
             log.warning("dual write of face %s to version %s failed: %s", face_id, version, error)
 

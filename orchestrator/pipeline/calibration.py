@@ -3,7 +3,7 @@
 ``calibrate`` takes cosine similarities of genuine pairs (same person) and impostor pairs
 (different people) and returns the threshold halfway across the gap between them when the
 sets separate, else the equal-error point. ``DEFAULT_MATCH_THRESHOLD`` is what it gave on
-the real photos and augmentations in ``tests/test_calibration.py`` (the README shows the
+the real photos and augmentations in ``tests/integration/test_calibration.py`` (the README shows the
 measured numbers); that test re-measures it on every run and fails if the shipped value
 no longer separates the pairs.
 """

@@ -1,47 +1,129 @@
-"""JSON shapes of the recognition answers (API.md), built from pipeline faces and search hits."""
+"""The recognition answers (API.md), one pydantic model each, built from pipeline faces and search hits.
+
+These models are the answers' one definition: the service returns them, the cache keeps
+them, the routes declare them as their response models. Rounding happens here, so a
+cached answer and a fresh one are the same JSON.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, SupportsFloat
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.pipeline.vision.faces import Face
 from search_service.schema import Hit
 
+Box = list[float]
 
-def _round(values: Any, digits: int = 1) -> list[Any]:
+
+class Match(BaseModel):
+    person_id: int
+    name: str
+    face_id: int
+    similarity: float = Field(description="cosine similarity in [-1, 1]")
+
+
+class DetectedFace(BaseModel):
+    box: Box = Field(description="x1, y1, x2, y2 in pixels of the image as sent")
+    det_score: float
+    landmarks: list[list[float]] = Field(description="eyes, nose tip, mouth corners: [[x, y] × 5]")
+
+
+class RecognizedFace(DetectedFace):
+    quality: float = Field(description="0..1: detection score × size × sharpness")
+    decision: Literal["match", "unknown"]
+    matches: list[Match] = Field(description="best first, one per person")
+
+
+class ImageRecognition(BaseModel):
+    """What recognising one image found: the part of an answer that the cache keeps."""
+
+    faces: list[RecognizedFace] = Field(description="largest face first")
+    model_version: str
+
+
+class RecognizeAnswer(ImageRecognition):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "faces": [
+                    {
+                        "box": [383.0, 90.0, 603.0, 405.0],
+                        "det_score": 0.9998,
+                        "landmarks": [
+                            [450.1, 220.3],
+                            [540.2, 219.8],
+                            [497.0, 270.5],
+                            [458.4, 330.1],
+                            [535.6, 329.0],
+                        ],
+                        "quality": 0.97,
+                        "decision": "match",
+                        "matches": [
+                            {"person_id": 1, "name": "Barack Obama", "face_id": 3, "similarity": 0.69}
+                        ],
+                    }
+                ],
+                "model_version": "1",
+                "took_ms": 142.5,
+                "cached": False,
+            }
+        }
+    )
+    took_ms: float
+    cached: bool
+
+
+class VerifyAnswer(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"similarity": 0.69, "match": True, "threshold": 0.38, "model_version": "1"}
+        }
+    )
+    similarity: float
+    match: bool
+    threshold: float
+    model_version: str
+
+
+class DetectAnswer(BaseModel):
+    faces: list[DetectedFace]
+
+
+def _round(values: Iterable[SupportsFloat], digits: int = 1) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
-def detected_face(face: Face) -> dict[str, Any]:
+def detected_face(face: Face) -> DetectedFace:
     points = [] if face.points5 is None else [_round(p) for p in face.points5]
-    return {"box": _round(face.box), "det_score": round(face.det_score, 4), "landmarks": points}
+    return DetectedFace(box=_round(face.box), det_score=round(face.det_score, 4), landmarks=points)
 
 
-def person_matches(
-    hits: Sequence[Hit], owners: Mapping[int, tuple[int, str]], top_k: int
-) -> list[dict[str, Any]]:
+def person_matches(hits: Sequence[Hit], owners: Mapping[int, tuple[int, str]], top_k: int) -> list[Match]:
     """Best face per person, best first; hits whose face is gone from the database are dropped.
 
     Dropping unknown ids is what keeps an index entry orphaned by a crash from ever being
     served, before the start-up reconciliation removes it.
     """
-    best: dict[int, dict[str, Any]] = {}
+    best: dict[int, Match] = {}
     for hit in hits:
         owner = owners.get(hit.id)
         if owner is None:
             continue
         person_id, name = owner
         if person_id not in best:
-            best[person_id] = {
-                "person_id": person_id,
-                "name": name,
-                "face_id": hit.id,
-                "similarity": round(hit.score, 4),
-            }
-    return sorted(best.values(), key=lambda m: (-m["similarity"], m["person_id"]))[:top_k]
+            best[person_id] = Match(
+                person_id=person_id, name=name, face_id=hit.id, similarity=round(hit.score, 4)
+            )
+    return sorted(best.values(), key=lambda m: (-m.similarity, m.person_id))[:top_k]
 
 
-def recognized_face(face: Face, matches: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    decision = "match" if matches and matches[0]["similarity"] >= threshold else "unknown"
-    return {**detected_face(face), "quality": face.quality, "decision": decision, "matches": matches}
+def recognized_face(face: Face, matches: list[Match], threshold: float) -> RecognizedFace:
+    decision: Literal["match", "unknown"] = (
+        "match" if matches and matches[0].similarity >= threshold else "unknown"
+    )
+    return RecognizedFace(
+        **dict(detected_face(face)), quality=face.quality, decision=decision, matches=matches
+    )

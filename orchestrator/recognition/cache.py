@@ -20,12 +20,16 @@ import time
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from orchestrator.recognition.answers import ImageRecognition
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +45,17 @@ FAILED = _Failed()
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for logs and health answers."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with ``***`` for its password, for logs and health answers."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Unreadable (a port that is not a number, say), so where a password would end is a
+        # guess: everything between the scheme and the last "@" goes.
+        userinfo, at, location = url.rpartition("@")
+        if not at:
+            return url
+        scheme, sep, _ = userinfo.partition("://")
+        return f"{scheme}://***@{location}" if sep else f"***@{location}"
 
 
 def canonical_json(value: object) -> str:
@@ -137,7 +141,7 @@ class RecognitionCache:
         digest = hashlib.sha256(canonical_json(request).encode()).hexdigest()
         return f"{self.prefix}recognition:{digest}"
 
-    async def get(self, key: str) -> dict[str, Any] | None:
+    async def get(self, key: str) -> ImageRecognition | None:
         if self._client is None or not self._should_try():
             self._check_started()
             self._bypass()
@@ -149,20 +153,20 @@ class RecognitionCache:
             self.misses += 1
             return None
         try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            # Someone else's data under our prefix, or a truncated write: a miss, not a failure.
-            log.warning("ignoring a cache entry that is not a JSON object: %s", key)
+            value = ImageRecognition.model_validate_json(raw)
+        except ValidationError:
+            # Someone else's data under our prefix, a truncated write, or an answer of an
+            # older shape: a miss, not a failure.
+            log.warning("ignoring a cache entry that is not a recognition answer: %s", key)
             self.misses += 1
             return None
         self.hits += 1
         return value
 
-    async def set(self, key: str, value: Mapping[str, Any]) -> None:
-        # Serialised before any I/O: a value that is not JSON is the caller's bug and raises.
-        payload = canonical_json(value)
+    async def set(self, key: str, value: ImageRecognition) -> None:
+        # Serialised before any I/O, in the canonical spelling, so that every replica and
+        # version writes the same bytes for the same answer.
+        payload = canonical_json(value.model_dump(mode="json"))
         if self._client is None or not self._should_try():
             self._check_started()
             self._bypass()

@@ -14,7 +14,16 @@ from orchestrator.core.errors import UpstreamUnavailable
 from orchestrator.db.tables import RecognitionLog
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.pipeline.face_pipeline import FacePipeline, ModelVersions
-from orchestrator.recognition.answers import detected_face, person_matches, recognized_face
+from orchestrator.recognition.answers import (
+    DetectAnswer,
+    ImageRecognition,
+    RecognizeAnswer,
+    RecognizedFace,
+    VerifyAnswer,
+    detected_face,
+    person_matches,
+    recognized_face,
+)
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.recognition.log_writer import RecognitionLogWriter
 from orchestrator.recognition.search_batching import SearchBatcher
@@ -51,34 +60,39 @@ class Recognition:
         threshold: float | None,
         max_faces: int | None,
         api_key_id: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> RecognizeAnswer:
         started = time.perf_counter()
         threshold = self.threshold if threshold is None else threshold
         state = await self.live.state()
         image_sha256 = hashlib.sha256(image).hexdigest()
         params = {"gallery": state.gallery_id, "top_k": top_k, "threshold": threshold, "max_faces": max_faces}
         key = self.cache.key(image_sha256, params, state.active_model_version, state.generation)
-        answer = await self.cache.get(key)
-        cached = answer is not None
-        if answer is None:
-            answer = await self._recognize(image, state, top_k, threshold, max_faces)
-            await self.cache.set(key, answer)
-        answer = {**answer, "took_ms": round((time.perf_counter() - started) * 1000, 2), "cached": cached}
+        found = await self.cache.get(key)
+        cached = found is not None
+        if found is None:
+            found = await self._recognize(image, state, top_k, threshold, max_faces)
+            await self.cache.set(key, found)
+        answer = RecognizeAnswer(
+            faces=found.faces,
+            model_version=found.model_version,
+            took_ms=round((time.perf_counter() - started) * 1000, 2),
+            cached=cached,
+        )
         self.recognition_log.add(
             RecognitionLog(
                 api_key_id=api_key_id,
                 image_sha256=image_sha256,
-                face_count=len(answer["faces"]),
+                face_count=len(answer.faces),
                 results=[
                     {
-                        "decision": f["decision"],
-                        "person_id": f["matches"][0]["person_id"] if f["matches"] else None,
-                        "similarity": f["matches"][0]["similarity"] if f["matches"] else None,
+                        "decision": f.decision,
+                        "person_id": f.matches[0].person_id if f.matches else None,
+                        "similarity": f.matches[0].similarity if f.matches else None,
                     }
-                    for f in answer["faces"]
+                    for f in answer.faces
                 ],
-                model_version=answer["model_version"],
-                took_ms=answer["took_ms"],
+                model_version=answer.model_version,
+                took_ms=answer.took_ms,
                 cached=cached,
             )
         )
@@ -86,12 +100,12 @@ class Recognition:
 
     async def _recognize(
         self, image: bytes, state: Any, top_k: int, threshold: float, max_faces: int | None
-    ) -> dict[str, Any]:
+    ) -> ImageRecognition:
         version = state.active_model_version
         analysis = await self.pipeline.analyse(
             image, max_faces=max_faces, versions=ModelVersions(embedder=version)
         )
-        faces: list[dict[str, Any]] = []
+        faces: list[RecognizedFace] = []
         if analysis.faces:
             queries = np.stack([f.embedding for f in analysis.faces if f.embedding is not None])
             k = min(top_k * FACE_HITS_PER_PERSON, MAX_FACE_HITS)
@@ -104,20 +118,20 @@ class Recognition:
                 recognized_face(face, person_matches(row, owners, top_k), threshold)
                 for face, row in zip(analysis.faces, hits, strict=True)
             ]
-        return {"faces": faces, "model_version": version}
+        return ImageRecognition(faces=faces, model_version=version)
 
-    async def verify(self, first: bytes, second: bytes, threshold: float | None) -> dict[str, Any]:
+    async def verify(self, first: bytes, second: bytes, threshold: float | None) -> VerifyAnswer:
         threshold = self.threshold if threshold is None else threshold
         state = await self.live.state()
         versions = ModelVersions(embedder=state.active_model_version)
         similarity = await self.pipeline.compare_largest((first, second), ("file1", "file2"), versions)
-        return {
-            "similarity": similarity,
-            "match": similarity >= threshold,
-            "threshold": threshold,
-            "model_version": state.active_model_version,
-        }
+        return VerifyAnswer(
+            similarity=similarity,
+            match=similarity >= threshold,
+            threshold=threshold,
+            model_version=state.active_model_version,
+        )
 
-    async def detect(self, image: bytes, max_faces: int | None) -> dict[str, Any]:
+    async def detect(self, image: bytes, max_faces: int | None) -> DetectAnswer:
         analysis = await self.pipeline.analyse(image, embed=False, max_faces=max_faces)
-        return {"faces": [detected_face(face) for face in analysis.faces]}
+        return DetectAnswer(faces=[detected_face(face) for face in analysis.faces])

@@ -9,30 +9,19 @@ Here the server gets its own process group (stopped as a group, by pid), a fixed
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-log = logging.getLogger(__name__)
+from orchestrator.runtime.processes import ManagedProcess, StartError
 
 HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
 
 
-class LocalValkeyError(RuntimeError):
+class LocalValkeyError(StartError):
     pass
 
 
@@ -52,25 +41,6 @@ def valkey_binary() -> Path:
         raise LocalValkeyError(f"{exc} Set REDIS_URL to a Redis server instead.") from exc
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A pre-exec hook so the server gets SIGTERM when we die, even by SIGKILL (Linux only).
-
-    The kernel ties this to the thread that forks, so start the server from a thread that
-    lives as long as the server (the main thread or the event loop's thread).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl; then nobody would signal us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return hook
-
-
 class LocalValkey:
     """``valkey-server`` on ``127.0.0.1:port``, working dir and log under ``data_dir``."""
 
@@ -86,8 +56,14 @@ class LocalValkey:
         self.port = port
         self.maxmemory = maxmemory
         self._binary = binary
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
+        # Dies with us (even by SIGKILL) so a killed `facerec up` leaves no server behind.
+        self._process = ManagedProcess(
+            "valkey-server",
+            self.data_dir / "valkey.log",
+            own_group=True,
+            die_with_parent=True,
+            error=LocalValkeyError,
+        )
 
     @property
     def url(self) -> str:
@@ -95,11 +71,11 @@ class LocalValkey:
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir / "valkey.log"
+        return self._process.log_path
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._process.pid
 
     def command(self, binary: Path) -> list[str]:
         return [
@@ -120,7 +96,7 @@ class LocalValkey:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it answers PING; raise LocalValkeyError if it cannot."""
-        if self._process is not None:
+        if self.pid is not None:
             raise LocalValkeyError("already started")
         binary = self._binary or valkey_binary()
         if not binary.is_file():
@@ -129,29 +105,12 @@ class LocalValkey:
         if not _port_free(self.port):
             raise LocalValkeyError(f"port {HOST}:{self.port} is in use; choose another or set REDIS_URL")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self._log_offset = out.tell()
-            self._process = subprocess.Popen(
-                self.command(binary),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.data_dir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        log.info("valkey-server pid %s on %s:%s, log %s", self._process.pid, HOST, self.port, self.log_path)
-        try:
-            self.wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
+        self._process.start(self.command(binary), cwd=self.data_dir)
+        self.wait_ready(timeout_s)
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
-        if self._process is None:
-            raise LocalValkeyError("start() first")
-        deadline = time.monotonic() + timeout_s
-        # No client-side retries: this loop is the retry, and it must notice an early exit at once.
+        """Wait until our server answers PING; if it exits or time runs out, stop it and raise."""
+        # No client-side retries: the wait is the retry, and it must notice an early exit at once.
         client = redis.Redis(
             host=HOST,
             port=self.port,
@@ -160,61 +119,29 @@ class LocalValkey:
             retry=Retry(NoBackoff(), 0),
         )
         try:
-            while time.monotonic() < deadline:
-                code = self._process.poll()
-                if code is not None:
-                    raise LocalValkeyError(f"valkey-server exited with {code}:\n{self.log_tail()}")
-                try:
-                    # The pid check proves the answer comes from our server, not a squatter.
-                    if client.ping() and client.info("server").get("process_id") == self._process.pid:
-                        return
-                except redis.RedisError:
-                    pass
-                time.sleep(0.05)
+            self._process.wait_until(lambda: self._answers(client), timeout_s, interval_s=0.05)
         finally:
             client.close()
-        raise LocalValkeyError(f"valkey-server not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def _answers(self, client: redis.Redis) -> bool:
+        try:
+            # The pid check proves the answer comes from our server, not a squatter.
+            return bool(client.ping()) and client.info("server").get("process_id") == self.pid
+        except redis.RedisError:
+            return False
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def poll(self) -> int | None:
-        """The exit code if the server has exited, else None."""
-        return self._process.poll() if self._process else None
+        return self._process.log_tail(lines)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM to the server's process group, SIGKILL if it does not go in time."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("valkey-server did not stop in %ss; killing it", timeout_s)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.info("valkey-server pid %s stopped (exit %s)", process.pid, process.returncode)
+        self._process.stop(timeout_s)
 
     def __enter__(self) -> LocalValkey:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -7,32 +7,18 @@ exit, the server's log kept in the data dir, and a clean stop of the whole proce
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import signal
-import socket
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from orchestrator.runtime.allocator import malloc_environment
-from orchestrator.runtime.processes import StartError, wait_http_ready
+from orchestrator.runtime.processes import ManagedProcess, StartError, free_port
 from orchestrator.runtime.triton_env import TritonEnvironment
-
-log = logging.getLogger(__name__)
 
 
 class TritonStartError(StartError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -63,11 +49,14 @@ class TritonServer:
     ) -> None:
         self.env = env
         self.repository = repository
-        self.log_path = log_path
         self.ports = ports
         self.models = list(models)
         self.host = host
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = ManagedProcess("tritonserver", log_path, own_group=True, error=TritonStartError)
+
+    @property
+    def log_path(self) -> Path:
+        return self._process.log_path
 
     @property
     def grpc_url(self) -> str:
@@ -83,7 +72,7 @@ class TritonServer:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._process.pid
 
     def command(self) -> list[str]:
         args = [
@@ -119,72 +108,27 @@ class TritonServer:
         return env
 
     def start(self) -> None:
-        if self._process is not None:
-            raise TritonStartError("already started")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.environment(),
-                start_new_session=True,
-            )
-        log.info("tritonserver pid %s, log %s", self._process.pid, self.log_path)
+        self._process.start(self.command(), env=self.environment())
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self._process.log_tail(lines)
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
-        assert self._process is not None, "start() first"
-        try:
-            wait_http_ready(
-                f"{self.http_url}/v2/health/ready",
-                self._process,
-                timeout_s,
-                name="tritonserver",
-                log_tail=self.log_tail,
-            )
-        except StartError as error:
-            self.stop()
-            raise TritonStartError(str(error)) from None
+        """Wait until Triton reports ready; if it exits or time runs out, stop it and raise."""
+        self._process.wait_http(f"{self.http_url}/v2/health/ready", timeout_s)
+
+    def wait_exit(self) -> int:
+        """Block until the server exits; its exit code."""
+        return self._process.wait_exit()
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("tritonserver did not stop in %ss; killing it", timeout_s)
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        # Stubs are in the same session; make sure none outlives the server.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-    def poll(self) -> int | None:
-        """The exit code if the server has exited, else None."""
-        return self._process.poll() if self._process else None
+        """SIGTERM to the process group, SIGKILL after ``timeout_s``; no stub outlives the server."""
+        self._process.stop(timeout_s)
 
     def __enter__(self) -> TritonServer:
         self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        self.wait_ready()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -16,7 +16,7 @@ import redis
 
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.runtime.local_valkey import LocalValkey, LocalValkeyError
-from orchestrator.runtime.triton_server import free_port
+from orchestrator.runtime.processes import free_port
 from tests.conftest import unavailable
 
 MACHINE_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -11,13 +11,33 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.recognition.answers import ImageRecognition, Match, RecognizedFace
 from orchestrator.recognition.cache import RecognitionCache, redact_url
 from orchestrator.runtime.local_valkey import LocalValkey
-from orchestrator.runtime.triton_server import free_port
+from orchestrator.runtime.processes import free_port
 
 IMAGE = hashlib.sha256(b"a probe image").hexdigest()
 PARAMS = {"top_k": 5, "threshold": 0.31, "min_face": 40}
-ANSWER = {"faces": [{"box": [1, 2, 3, 4], "decision": "unknown", "matches": []}], "model_version": "1"}
+ANSWER = ImageRecognition(
+    faces=[
+        RecognizedFace(
+            box=[10.0, 20.0, 130.0, 160.0],
+            det_score=0.9987,
+            landmarks=[[40.5, 70.0], [90.5, 70.0], [65.0, 95.0], [45.0, 120.0], [85.0, 120.0]],
+            quality=0.91,
+            decision="match",
+            matches=[Match(person_id=1, name="Ann", face_id=7, similarity=0.62)],
+        )
+    ],
+    model_version="1",
+)
+STORED = (
+    '{"faces":[{"box":[10.0,20.0,130.0,160.0],"decision":"match","det_score":0.9987,'
+    '"landmarks":[[40.5,70.0],[90.5,70.0],[65.0,95.0],[45.0,120.0],[85.0,120.0]],'
+    '"matches":[{"face_id":7,"name":"Ann","person_id":1,"similarity":0.62}],"quality":0.91}],'
+    '"model_version":"1"}'
+)
+"""``ANSWER`` as every version of the orchestrator stores it: canonical JSON, sorted keys."""
 # Generous against a 0.25 s timeout: proves "never blocks", without being flaky on a busy CI.
 CALL_BOUND_S = 1.5
 
@@ -68,10 +88,26 @@ async def test_calls_before_start_are_a_bug_calls_after_close_are_not() -> None:
 
 
 @pytest.mark.unit
-def test_redact_url_hides_the_password_only() -> None:
-    assert redact_url("redis://:s3cret@cache.local:6380/2") == "redis://:***@cache.local:6380/2"
-    assert redact_url("rediss://app:s3cret@[::1]:6379/0") == "rediss://app:***@[::1]:6379/0"
-    assert redact_url("redis://127.0.0.1:6379/15") == "redis://127.0.0.1:6379/15"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@cache.local:6380/2", "redis://:***@cache.local:6380/2"),
+        ("rediss://app:s3cret@[::1]:6379/0", "rediss://app:***@[::1]:6379/0"),
+        ("redis://app:s3cret%40x%3Ay@cache:6379/0", "redis://app:***@cache:6379/0"),
+        ("redis://app:@cache:6379/0", "redis://app:***@cache:6379/0"),
+        ("redis://app@cache:6379/1", "redis://app@cache:6379/1"),
+        ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+        ("redis://cache", "redis://cache"),
+        ("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
+        # Not parseable (the port is not a number): all before the host is hidden.
+        ("redis://app:s3cret@cache:port/0", "redis://***@cache:port/0"),
+        ("app:s3cret@cache", "***@cache"),
+        ("", ""),
+    ],
+)
+def test_redact_url_hides_the_password_only(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url)
 
 
 # --- no cache configured ------------------------------------------------------------------------
@@ -129,6 +165,42 @@ async def test_an_entry_that_is_not_json_is_a_miss(cache: RecognitionCache, serv
         client.close()
     assert await cache.get(key) is None
     assert cache.state()["state"] == "ok"
+
+
+@pytest.mark.integration
+async def test_answers_are_stored_as_canonical_json_and_read_back_from_it(
+    cache: RecognitionCache, server_url: str
+) -> None:
+    written, planted = cache.key(IMAGE, PARAMS, "1", 5), cache.key(IMAGE, PARAMS, "1", 6)
+    await cache.set(written, ANSWER)
+    client = redis.Redis.from_url(server_url)
+    try:
+        stored = client.get(written)
+        client.set(planted, STORED.encode(), ex=60)  # as another replica or version wrote it
+    finally:
+        client.close()
+    assert stored == STORED.encode()
+    assert await cache.get(planted) == ANSWER
+
+
+@pytest.mark.integration
+async def test_an_entry_that_is_not_an_answer_is_a_miss(
+    cache: RecognitionCache, server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = cache.key(IMAGE, PARAMS, "1", 3)
+    client = redis.Redis.from_url(server_url)
+    try:
+        # JSON, but not a whole answer: no det_score, landmarks or quality.
+        client.set(
+            key, b'{"faces":[{"box":[1,2,3,4],"decision":"unknown","matches":[]}],"model_version":"1"}', ex=60
+        )
+    finally:
+        client.close()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.recognition.cache"):
+        assert await cache.get(key) is None
+    assert any("not a recognition answer" in r.getMessage() for r in caplog.records)
+    state = cache.state()
+    assert (state["state"], state["hits"], state["misses"], state["errors"]) == ("ok", 0, 1, 0)
 
 
 # --- Redis down ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from orchestrator.runtime.local_valkey import LocalValkey, LocalValkeyError
-from orchestrator.runtime.triton_server import free_port
+from orchestrator.runtime.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; PDEATHSIG")

@@ -136,6 +136,53 @@ def test_search(gallery: Gallery, crowd: dict[str, int], q: str | None, expected
     assert total == len(expected)
 
 
+@pytest.fixture
+def punctuated(gallery: Gallery) -> None:
+    # Each name with a LIKE metacharacter has a twin with an ordinary character in its place:
+    # a character that acted as a wildcard (or an escape) would find the twin too.
+    people = [
+        PersonCreate(name="50% Off"),
+        PersonCreate(name="50X Off"),
+        PersonCreate(name="snake_case"),
+        PersonCreate(name="snakeXcase"),
+        PersonCreate(name="AC/DC"),
+        PersonCreate(name="ACXDC"),
+        PersonCreate(name="back\\slash"),
+        PersonCreate(name="backXslash"),
+        PersonCreate(name="odd \\% mix"),
+        PersonCreate(name="Path", attributes={"dir": "a/b_c%"}),
+        PersonCreate(name="Twin", attributes={"dir": "aXbXcX"}),
+    ]
+    for person in people:
+        gallery.create_person(person)
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("%", ["50% Off", "odd \\% mix", "Path"]),
+        ("0% o", ["50% Off"]),
+        ("_", ["snake_case", "Path"]),
+        ("e_c", ["snake_case"]),
+        ("/", ["AC/DC", "Path"]),
+        ("c/d", ["AC/DC"]),
+        ("//", []),
+        ("/%", []),
+        ("\\", ["back\\slash", "odd \\% mix"]),
+        ("k\\s", ["back\\slash"]),
+        ("\\%", ["odd \\% mix"]),
+        ("\\_", []),
+        ("a/b_c%", ["Path"]),  # in the attributes' JSON cast to text
+    ],
+)
+def test_search_reads_like_metacharacters_literally(
+    gallery: Gallery, punctuated: None, q: str, expected: list[str]
+) -> None:
+    people, total = gallery.list_people(q=q, limit=100, offset=0)
+    assert [person.name for person in people] == expected
+    assert total == len(expected)
+
+
 def test_paging_is_in_id_order_with_total(gallery: Gallery, crowd: dict[str, int]) -> None:
     ids = sorted(crowd.values())
     pages = [gallery.list_people(limit=2, offset=offset) for offset in (0, 2, 4, 6)]

@@ -5,7 +5,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.runtime.triton_server import TritonServer, free_port
+from orchestrator.runtime.processes import free_port
+from orchestrator.runtime.triton_server import TritonServer
 from tests.e2e.flows import best_name, create_person, enrol, recognize
 from tests.support.stack import Stack, redis_url, sqlite_url
 

@@ -6,12 +6,15 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
 
 import psutil
 import pytest
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartParser
 
 from loadtests.cpu_usage import cpu_seconds, per_request_ms
 from loadtests.locust_run import read_summary
@@ -82,10 +85,32 @@ def test_locust_summary_is_read_from_the_aggregated_row(tmp_path: Path) -> None:
 def test_multipart_body_parses_back() -> None:
     body, content_type = multipart("file", "a.jpg", b"\xff\xd8data")
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    assert message.get_content_type() == "multipart/form-data"
     (part,) = message.iter_parts()
     assert part.get_param("name", header="content-disposition") == "file"
     assert part.get_filename() == "a.jpg"
+    assert part.get_content_type() == "application/octet-stream"
     assert part.get_payload(decode=True) == b"\xff\xd8data"
+
+
+async def test_multipart_body_is_read_by_the_api_parser() -> None:
+    """The parser the orchestrator's upload routes use, on bytes a boundary search could trip on."""
+    data = b"\xff\xd8\xff\xe0\r\n--\r\n" + bytes(range(256)) * 64
+    body, content_type = multipart("file", "probe.jpg", data)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    form = await MultiPartParser(Headers({"content-type": content_type}), chunks()).parse()
+    try:
+        assert list(form.keys()) == ["file"]
+        upload = form["file"]
+        assert isinstance(upload, UploadFile)
+        assert (upload.filename, upload.content_type) == ("probe.jpg", "application/octet-stream")
+        assert await upload.read() == data
+    finally:
+        await form.close()
 
 
 def test_wrong_person_is_a_failure() -> None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 import yaml
 
-from orchestrator.runtime.triton_server import free_port
+from orchestrator.runtime.processes import ManagedProcess, free_port
 
 SCRAPE_INTERVAL = "1s"
 
@@ -41,7 +37,7 @@ class PrometheusServer:
         self.root = root
         self.config = config
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._process = ManagedProcess("prometheus", root / "prometheus.log")
 
     @property
     def url(self) -> str:
@@ -51,33 +47,17 @@ class PrometheusServer:
         self.root.mkdir(parents=True, exist_ok=True)
         config_file = self.root / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(self.config))
-        log = (self.root / "prometheus.log").open("ab")
-        with log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config_file}",
-                    f"--storage.tsdb.path={self.root / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {self.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/-/ready", timeout=2.0).status_code == 200:
-                    return self
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"prometheus not ready after {timeout_s}s: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return (self.root / "prometheus.log").read_text(errors="replace")[-2000:]
+        self._process.start(
+            [
+                self.binary,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ]
+        )
+        self._process.wait_http(f"{self.url}/-/ready", timeout_s)
+        return self
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10.0)
@@ -92,20 +72,10 @@ class PrometheusServer:
         return float(result[0]["value"][1]) if result else None
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self._process.stop()
 
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

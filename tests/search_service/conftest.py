@@ -1,4 +1,4 @@
-"""Helpers for the search service tests: free ports, real service processes, data.
+"""Helpers for the search service tests: real service processes, in-process apps, data.
 
 Service processes run ``python -m search_service`` on a free port and are stopped by
 their pid (SIGTERM for a clean stop, SIGKILL to simulate a crash).
@@ -7,12 +7,6 @@ their pid (SIGTERM for a clean stop, SIGKILL to simulate a crash).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,71 +23,9 @@ from search_service.device import CpuDevice, Device
 from search_service.persistence import CollectionFiles
 from search_service.schema import CollectionSpec
 from search_service.settings import SearchSettings
+from tests.support.processes import SearchServiceProcess as ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class ServiceProcess:
-    """One ``python -m search_service`` child process."""
-
-    def __init__(self, data_dir: Path, *, shard: str | None = None, **env: str) -> None:
-        self.data_dir = data_dir
-        self.shard = shard
-        self.env = {"FACEREC_SEARCH_DEVICE": "cpu", **env}
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"{data_dir.name}-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ServiceProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "search_service", "--port", str(self.port)]
-        cmd += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
-        if self.shard:
-            cmd += ["--shard", self.shard]
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def wait_ready(self, timeout: float = 60.0) -> ServiceProcess:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"search service exited: {self.log_path.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise TimeoutError(f"search service not ready: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send ``sig`` to the pid and wait; returns the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout)
-
-    def __enter__(self) -> ServiceProcess:
-        return self.start().wait_ready()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @pytest.fixture

@@ -61,8 +61,8 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
             await client.create_collection("stream", CollectionSpec(dim=DIM))
             tasks = [asyncio.create_task(writer(client, w)) for w in range(WRITERS)]
             await asyncio.wait_for(enough.wait(), timeout=60)
-            assert service.proc is not None
-            os.kill(service.proc.pid, signal.SIGKILL)  # while the writers keep writing
+            assert service.pid is not None
+            os.kill(service.pid, signal.SIGKILL)  # while the writers keep writing
             await asyncio.gather(*tasks)
     finally:
         await asyncio.to_thread(service.stop, signal.SIGKILL)

@@ -1,32 +1,34 @@
-"""Real service processes for end-to-end tests: free ports, readiness waits, stop by pid."""
+"""Real service processes for end-to-end tests: ``python -m ...`` on a free port, stopped by pid."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
-from orchestrator.runtime.processes import wait_http_ready
-from orchestrator.runtime.triton_server import free_port
+from orchestrator.runtime.processes import ManagedProcess, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class ChildProcess:
-    """A ``python -m ...`` child on a free port, answering ``health_path`` when ready."""
+    """A ``python -m ...`` child on a free port, answering ``health_path`` when ready.
+
+    ``{port}`` in ``args`` stands for that port. It can be stopped or killed and started again
+    (on the same port, appending to the same log).
+    """
 
     def __init__(
         self, name: str, args: list[str], log_dir: Path, env: dict[str, str | None], health_path: str
     ) -> None:
         self.name = name
         self.args = args
-        self.log_path = log_dir / f"{name}.log"
         self.env = env
         self.health_path = health_path
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = ManagedProcess(name, log_dir / f"{name}.log")
 
     @property
     def url(self) -> str:
@@ -34,48 +36,61 @@ class ChildProcess:
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self.proc.pid
 
-    def start(self, extra_env: dict[str, str] | None = None) -> ChildProcess:
+    @property
+    def log_path(self) -> Path:
+        return self.proc.log_path
+
+    def start(self, extra_env: dict[str, str] | None = None) -> Self:
         """``None`` in the env given at construction unsets that variable for the child."""
         merged = {**os.environ, "PYTHONPATH": str(ROOT), **self.env, **(extra_env or {})}
         env = {name: value for name, value in merged.items() if value is not None}
         command = [sys.executable, *[a.replace("{port}", str(self.port)) for a in self.args]]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT
-            )
+        self.proc.start(command, env=env, cwd=ROOT)
         return self
 
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+    def log_tail(self, lines: int = 30) -> str:
+        return self.proc.log_tail(lines)
 
-    def wait_ready(self, timeout_s: float = 90.0) -> ChildProcess:
-        assert self.proc is not None
-        wait_http_ready(
-            self.url + self.health_path, self.proc, timeout_s, name=self.name, log_tail=self.log_tail
-        )
+    def wait_ready(self, timeout_s: float = 90.0) -> Self:
+        self.proc.wait_http(self.url + self.health_path, timeout_s)
         return self
 
     def wait_exit(self, timeout_s: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout_s)
+        return self.proc.wait_exit(timeout_s)
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 60.0) -> int | None:
+        """Send ``sig`` (SIGKILL after ``timeout_s``) and wait; the exit code, None if not running."""
+        return self.proc.stop(timeout_s, sig)
 
-    def kill(self) -> None:
+    def kill(self) -> int | None:
         """SIGKILL: no clean-up at all, as in a crash."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        return self.proc.kill()
+
+    def __enter__(self) -> Self:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SearchServiceProcess(ChildProcess):
+    """``python -m search_service`` on CPU over ``data_dir``, named after it.
+
+    Its log goes to ``log_dir`` (by default beside ``data_dir``).
+    """
+
+    def __init__(
+        self, data_dir: Path, *, shard: str | None = None, log_dir: Path | None = None, **env: str
+    ) -> None:
+        self.data_dir = data_dir
+        args = ["-m", "search_service", "--port", "{port}", "--data-dir", str(data_dir)]
+        args += ["--log-level", "warning", *(["--shard", shard] if shard else [])]
+        super().__init__(
+            data_dir.name,
+            args,
+            log_dir or data_dir.parent,
+            {"FACEREC_SEARCH_DEVICE": "cpu", **env},
+            "/health",
+        )

@@ -16,7 +16,7 @@ import redis
 
 from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import unavailable
-from tests.support.processes import ChildProcess
+from tests.support.processes import ChildProcess, SearchServiceProcess
 
 ADMIN_KEY = "frk_e2e-admin-key-for-tests-only-0123456789"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -51,22 +51,7 @@ class Stack:
         self.triton = triton
         self.database_url = database_url
         self.cache_url = cache_url
-        self.search = ChildProcess(
-            "search",
-            [
-                "-m",
-                "search_service",
-                "--port",
-                "{port}",
-                "--data-dir",
-                str(root / "search"),
-                "--log-level",
-                "warning",
-            ],
-            root / "logs",
-            {"FACEREC_SEARCH_DEVICE": "cpu"},
-            "/health",
-        )
+        self.search = SearchServiceProcess(root / "search", log_dir=root / "logs")
         env: dict[str, str | None] = {
             "FACEREC_DATA_DIR": str(root),
             "FACEREC_TRITON__URL": triton.grpc_url,

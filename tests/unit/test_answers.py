@@ -1,11 +1,29 @@
+import json
+
 import numpy as np
 import pytest
 
 from orchestrator.pipeline.vision.faces import Face
-from orchestrator.recognition.answers import person_matches, recognized_face
+from orchestrator.recognition.answers import (
+    DetectedFace,
+    ImageRecognition,
+    Match,
+    RecognizeAnswer,
+    detected_face,
+    person_matches,
+    recognized_face,
+)
 from search_service.schema import Hit
 
 pytestmark = pytest.mark.unit
+
+
+def a_face() -> Face:
+    face = Face(box=np.array([10.04, 20.06, 130.0, 160.0], np.float32), det_score=0.998712, sharpness=500.0)
+    face.points5 = np.array(
+        [[40.46, 70.0], [90.5, 70.04], [65.0, 95.0], [45.0, 120.0], [85.0, 120.0]], np.float32
+    )
+    return face
 
 
 def test_one_match_per_person_best_face_first_and_orphans_dropped() -> None:
@@ -13,16 +31,58 @@ def test_one_match_per_person_best_face_first_and_orphans_dropped() -> None:
     owners = {7: (1, "Ann"), 3: (1, "Ann"), 5: (2, "Bob")}  # face 99 is not in the database
     matches = person_matches(hits, owners, top_k=5)
     assert matches == [
-        {"person_id": 1, "name": "Ann", "face_id": 7, "similarity": 0.9},
-        {"person_id": 2, "name": "Bob", "face_id": 5, "similarity": 0.5},
+        Match(person_id=1, name="Ann", face_id=7, similarity=0.9),
+        Match(person_id=2, name="Bob", face_id=5, similarity=0.5),
     ]
     assert person_matches(hits, owners, top_k=1) == matches[:1]
 
 
+def test_similarities_are_rounded_and_ties_go_to_the_lower_person_id() -> None:
+    hits = [Hit(id=8, score=0.612349), Hit(id=4, score=0.61234)]
+    matches = person_matches(hits, {8: (9, "Cy"), 4: (3, "Di")}, top_k=5)
+    assert [(m.person_id, m.similarity) for m in matches] == [(3, 0.6123), (9, 0.6123)]
+
+
 def test_decision_uses_the_threshold_on_the_best_match() -> None:
-    face = Face(box=np.array([0, 0, 112, 112], np.float32), det_score=0.99, sharpness=500.0)
-    face.points5 = np.zeros((5, 2), np.float32)
-    best = [{"person_id": 1, "name": "Ann", "face_id": 7, "similarity": 0.4}]
-    assert recognized_face(face, best, threshold=0.38)["decision"] == "match"
-    assert recognized_face(face, best, threshold=0.41)["decision"] == "unknown"
-    assert recognized_face(face, [], threshold=0.0)["decision"] == "unknown"
+    face = a_face()
+    best = [Match(person_id=1, name="Ann", face_id=7, similarity=0.4)]
+    assert recognized_face(face, best, threshold=0.38).decision == "match"
+    assert recognized_face(face, best, threshold=0.4).decision == "match"
+    assert recognized_face(face, best, threshold=0.41).decision == "unknown"
+    assert recognized_face(face, [], threshold=0.0).decision == "unknown"
+
+
+def test_a_face_without_landmarks_has_an_empty_list() -> None:
+    face = Face(box=np.array([0, 0, 50, 50], np.float32), det_score=0.5)
+    assert detected_face(face) == DetectedFace(box=[0.0, 0.0, 50.0, 50.0], det_score=0.5, landmarks=[])
+
+
+def test_wire_json_of_a_recognize_answer() -> None:
+    """Field names, their order and the rounding, as API.md shows them."""
+    matches = [Match(person_id=1, name="Ann", face_id=7, similarity=0.4)]
+    found = ImageRecognition(faces=[recognized_face(a_face(), matches, 0.38)], model_version="2")
+    answer = RecognizeAnswer(faces=found.faces, model_version=found.model_version, took_ms=12.34, cached=True)
+    assert json.loads(answer.model_dump_json()) == {
+        "faces": [
+            {
+                "box": [10.0, 20.1, 130.0, 160.0],
+                "det_score": 0.9987,
+                "landmarks": [[40.5, 70.0], [90.5, 70.0], [65.0, 95.0], [45.0, 120.0], [85.0, 120.0]],
+                "quality": 0.9987,
+                "decision": "match",
+                "matches": [{"person_id": 1, "name": "Ann", "face_id": 7, "similarity": 0.4}],
+            }
+        ],
+        "model_version": "2",
+        "took_ms": 12.34,
+        "cached": True,
+    }
+    assert list(answer.model_dump()) == ["faces", "model_version", "took_ms", "cached"]
+    assert list(answer.model_dump()["faces"][0]) == [
+        "box",
+        "det_score",
+        "landmarks",
+        "quality",
+        "decision",
+        "matches",
+    ]

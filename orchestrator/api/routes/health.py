@@ -1,4 +1,4 @@
-"""Liveness, readiness (a real check of every dependency), details, and Prometheus metrics."""
+"""Liveness and readiness (a real check of every dependency) for anyone; details for any key."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from orchestrator.api.deps import MetricsDep, RecognizeKey, ResourcesDep
+from orchestrator.api.deps import MetricsDep, ResourcesDep, current_key
 from orchestrator.core.resources import Resources
 from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
 from search_service.checksum import checksum_of_ids
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"])
+"""No key: what orchestrators and load balancers probe."""
+keyed_router = APIRouter(prefix="/health", tags=["health"], dependencies=[Depends(current_key)])
 
 
 async def _check(name: str, probe: Any) -> tuple[str, bool, str]:
@@ -51,12 +52,12 @@ async def readiness(resources: Resources) -> dict[str, dict[str, Any]]:
     return {name: {"ok": ok, "detail": detail} for name, ok, detail in checks}
 
 
-@router.get("/health/live")
+@router.get("/live")
 async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.get("/ready")
 async def ready(resources: ResourcesDep) -> JSONResponse:
     checks = await readiness(resources)
     ok = all(c["ok"] for c in checks.values())
@@ -86,8 +87,8 @@ def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-@router.get("/health/detailed")
-async def detailed(resources: ResourcesDep, metrics: MetricsDep, key: RecognizeKey) -> JSONResponse:
+@keyed_router.get("/detailed")
+async def detailed(resources: ResourcesDep, metrics: MetricsDep) -> JSONResponse:
     checks = await readiness(resources)
     state = await asyncio.to_thread(resources.gallery.state)
     details: dict[str, Any] = {
@@ -120,8 +121,3 @@ async def detailed(resources: ResourcesDep, metrics: MetricsDep, key: RecognizeK
         details["triton"] = {"error": f"{type(error).__name__}: {error}"[:300]}
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", **details}, status_code=200 if ok else 503)
-
-
-@router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

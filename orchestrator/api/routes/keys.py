@@ -5,27 +5,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
-from orchestrator.api.deps import AdminKey, ResourcesDep
+from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.params import RowId
 from orchestrator.api.schemas import CreatedKey, KeyList, NewKey
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(admin_key)])
 
 
-@router.post("/v1/keys", status_code=status.HTTP_201_CREATED, response_model=CreatedKey)
-async def create_key(body: NewKey, resources: ResourcesDep, key: AdminKey) -> Any:
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedKey)
+async def create_key(body: NewKey, resources: ResourcesDep) -> Any:
     public, plaintext = await asyncio.to_thread(resources.gallery.create_key, body.name, body.role)
     return {**public.model_dump(), "key": plaintext}
 
 
-@router.get("/v1/keys", response_model=KeyList)
-async def list_keys(resources: ResourcesDep, key: AdminKey) -> Any:
+@router.get("", response_model=KeyList)
+async def list_keys(resources: ResourcesDep) -> Any:
     return {"items": await asyncio.to_thread(resources.gallery.list_keys)}
 
 
-@router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_key(key_id: int, resources: ResourcesDep, key: AdminKey) -> Response:
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_key(key_id: RowId, resources: ResourcesDep) -> Response:
     with resources.live.writing():
         await asyncio.to_thread(resources.gallery.revoke_key, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

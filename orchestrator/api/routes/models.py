@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
-from orchestrator.api.deps import AdminKey, ResourcesDep
+from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.params import RowId
 from orchestrator.api.schemas import ModelsAnswer, NewRollout
 from orchestrator.db.tables import RolloutPublic
 from orchestrator.pipeline.face_pipeline import EMBEDDER
 
-router = APIRouter(tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(admin_key)])
 
 
-@router.get("/v1/models", response_model=ModelsAnswer)
-async def models(resources: ResourcesDep, key: AdminKey) -> Any:
+@router.get("", response_model=ModelsAnswer)
+async def models(resources: ResourcesDep) -> Any:
     state = await asyncio.to_thread(resources.gallery.state)
     index = await resources.triton.repository_index()
     versions = sorted(
@@ -30,22 +31,22 @@ async def models(resources: ResourcesDep, key: AdminKey) -> Any:
     return {"active": {"name": EMBEDDER, "version": state.active_model_version}, "versions": versions}
 
 
-@router.post("/v1/models/rollouts", status_code=status.HTTP_202_ACCEPTED, response_model=RolloutPublic)
-async def start_rollout(body: NewRollout, resources: ResourcesDep, key: AdminKey) -> Any:
+@router.post("/rollouts", status_code=status.HTTP_202_ACCEPTED, response_model=RolloutPublic)
+async def start_rollout(body: NewRollout, resources: ResourcesDep) -> Any:
     """Switch the embedder to ``version`` under traffic; follow it at GET …/rollouts/{id}."""
     return await resources.rollouts.start(body.version)
 
 
-@router.get("/v1/models/rollouts/{rollout_id}", response_model=RolloutPublic)
-async def get_rollout(rollout_id: int, resources: ResourcesDep, key: AdminKey) -> Any:
+@router.get("/rollouts/{rollout_id}", response_model=RolloutPublic)
+async def get_rollout(rollout_id: RowId, resources: ResourcesDep) -> Any:
     return await asyncio.to_thread(resources.gallery.get_rollout, rollout_id)
 
 
 @router.post(
-    "/v1/models/rollouts/{rollout_id}/rollback",
+    "/rollouts/{rollout_id}/rollback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RolloutPublic,
 )
-async def rollback(rollout_id: int, resources: ResourcesDep, key: AdminKey) -> Any:
+async def rollback(rollout_id: RowId, resources: ResourcesDep) -> Any:
     """Reverse a finished rollout (the same procedure, back to its old version)."""
     return await resources.rollouts.rollback(rollout_id)

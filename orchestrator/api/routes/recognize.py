@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, UploadFile
+from fastapi import APIRouter, Depends, Query, UploadFile
 
-from orchestrator.api.deps import AdmissionDep, RecognizeKey, ResourcesDep
-from orchestrator.api.schemas import BatchAnswer, DetectAnswer, RecognizeAnswer, VerifyAnswer
-from orchestrator.core.errors import InvalidRequest, ProblemError
+from orchestrator.api.deps import AdmissionDep, CurrentKey, ResourcesDep, current_key
+from orchestrator.api.problems import problem_of
+from orchestrator.api.schemas import BatchAnswer
+from orchestrator.core.errors import FacerecError, InvalidRequest
+from orchestrator.recognition.answers import DetectAnswer, RecognizeAnswer, VerifyAnswer
 
-router = APIRouter(tags=["recognition"])
+router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(current_key)])
 
 TopK = Annotated[int | None, Query(ge=1, le=100, description="people per face (default 5)")]
 Threshold = Annotated[
@@ -19,12 +21,12 @@ Threshold = Annotated[
 MaxFaces = Annotated[int | None, Query(ge=1, le=64, description="largest faces to consider")]
 
 
-@router.post("/v1/recognize", response_model=RecognizeAnswer)
+@router.post("/recognize", response_model=RecognizeAnswer)
 async def recognize(
     file: UploadFile,
     resources: ResourcesDep,
     admission: AdmissionDep,
-    key: RecognizeKey,
+    key: CurrentKey,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
@@ -40,12 +42,12 @@ async def recognize(
         )
 
 
-@router.post("/v1/recognize/batch", response_model=BatchAnswer)
+@router.post("/recognize/batch", response_model=BatchAnswer)
 async def recognize_batch(
     files: list[UploadFile],
     resources: ResourcesDep,
     admission: AdmissionDep,
-    key: RecognizeKey,
+    key: CurrentKey,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
@@ -54,7 +56,7 @@ async def recognize_batch(
     if len(files) > limit:
         raise InvalidRequest(f"{len(files)} images sent; at most {limit} per batch")
     images = [await f.read() for f in files]
-    results: list[dict[str, Any]] = []
+    results: list[RecognizeAnswer | dict[str, Any]] = []
     async with admission.slot(len(images)):
         for image in images:
             try:
@@ -67,18 +69,17 @@ async def recognize_batch(
                         api_key_id=key.id,
                     )
                 )
-            except ProblemError as error:
-                results.append(error.to_problem())
+            except FacerecError as error:
+                results.append(problem_of(error))
     return {"results": results}
 
 
-@router.post("/v1/verify", response_model=VerifyAnswer)
+@router.post("/verify", response_model=VerifyAnswer)
 async def verify(
     file1: UploadFile,
     file2: UploadFile,
     resources: ResourcesDep,
     admission: AdmissionDep,
-    key: RecognizeKey,
     threshold: Threshold = None,
 ) -> Any:
     first, second = await file1.read(), await file2.read()
@@ -86,12 +87,11 @@ async def verify(
         return await resources.recognition.verify(first, second, threshold)
 
 
-@router.post("/v1/detect", response_model=DetectAnswer)
+@router.post("/detect", response_model=DetectAnswer)
 async def detect(
     file: UploadFile,
     resources: ResourcesDep,
     admission: AdmissionDep,
-    key: RecognizeKey,
     max_faces: MaxFaces = None,
 ) -> Any:
     image = await file.read()

@@ -1,0 +1,169 @@
+"""Who may call what: every served route against the role table, and the keys themselves.
+
+The routes are read from the app, so a route added later is tested here at once: it fails
+until ``ROLES`` says which role it needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.api.app import create_app
+from tests.api.conftest import Api, assert_problem, make_settings, served_routes
+from tests.api.fakes import png
+
+pytestmark = pytest.mark.unit
+
+PUBLIC = "no key"
+ANY_KEY = "any key"
+ADMIN = "admin"
+
+Route = tuple[str, str]
+
+ROLES: dict[Route, str] = {
+    # Probes, metrics and the API's own documentation: no key.
+    ("GET", "/health/live"): PUBLIC,
+    ("GET", "/health/ready"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    # API.md: the recognize role may recognize, verify, detect and read people.
+    ("POST", "/v1/recognize"): ANY_KEY,
+    ("POST", "/v1/recognize/batch"): ANY_KEY,
+    ("POST", "/v1/verify"): ANY_KEY,
+    ("POST", "/v1/detect"): ANY_KEY,
+    ("GET", "/v1/people"): ANY_KEY,
+    ("GET", "/v1/people/{person_id}"): ANY_KEY,
+    ("GET", "/v1/people/{person_id}/faces"): ANY_KEY,
+    ("GET", "/health/detailed"): ANY_KEY,
+    # Everything else changes the gallery, the keys or the model: admin only.
+    ("POST", "/v1/people"): ADMIN,
+    ("PATCH", "/v1/people/{person_id}"): ADMIN,
+    ("DELETE", "/v1/people/{person_id}"): ADMIN,
+    ("POST", "/v1/people/{person_id}/faces"): ADMIN,
+    ("DELETE", "/v1/faces/{face_id}"): ADMIN,
+    ("POST", "/v1/keys"): ADMIN,
+    ("GET", "/v1/keys"): ADMIN,
+    ("DELETE", "/v1/keys/{key_id}"): ADMIN,
+    ("GET", "/v1/models"): ADMIN,
+    ("POST", "/v1/models/rollouts"): ADMIN,
+    ("GET", "/v1/models/rollouts/{rollout_id}"): ADMIN,
+    ("POST", "/v1/models/rollouts/{rollout_id}/rollback"): ADMIN,
+}
+
+IMAGE = ("face.png", png(), "image/png")
+
+VALID_REQUESTS: dict[Route, dict[str, Any]] = {
+    ("POST", "/v1/people"): {"json": {"name": "Grace Hopper"}},
+    ("PATCH", "/v1/people/{person_id}"): {"json": {"name": "Ada King"}},
+    ("POST", "/v1/people/{person_id}/faces"): {"files": {"file": IMAGE}},
+    ("POST", "/v1/recognize"): {"files": {"file": IMAGE}},
+    ("POST", "/v1/recognize/batch"): {"files": [("files", IMAGE), ("files", IMAGE)]},
+    ("POST", "/v1/verify"): {"files": {"file1": IMAGE, "file2": IMAGE}},
+    ("POST", "/v1/detect"): {"files": {"file": IMAGE}},
+    ("POST", "/v1/keys"): {"json": {"name": "kiosk-2", "role": "recognize"}},
+    ("POST", "/v1/models/rollouts"): {"json": {"version": "2"}},
+}
+"""A body (or upload) valid for the route; a route missing here is called without one."""
+
+UNKNOWN_KEY = "frk_" + "A" * 43  # shaped like a real key, never issued
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "route" in metafunc.fixturenames:
+        routes = served_routes(create_app(make_settings(Path("unused"))))
+        metafunc.parametrize("route", routes, ids=[f"{method} {path}" for method, path in routes])
+
+
+def test_the_role_table_names_exactly_the_served_routes(api: Api) -> None:
+    served = set(served_routes(api.app))
+    assert ("POST", "/v1/recognize") in served, "the route enumeration found nothing behind the routers"
+    assert served - ROLES.keys() == set(), "served but not in ROLES: add each with the role API.md gives it"
+    assert ROLES.keys() - served == set(), "in ROLES but no longer served"
+
+
+async def test_route_needs_its_role(api: Api, route: Route) -> None:
+    method, template = route
+    assert route in ROLES, f"{method} {template} is not in ROLES"
+    role = ROLES[route]
+    url = api.seeded.path(template)
+    valid = VALID_REQUESTS.get(route, {})
+
+    if role == PUBLIC:
+        async with api.client() as anonymous:
+            answer = await anonymous.request(method, url, **valid)
+        assert answer.status_code == 200, answer.text
+        return
+
+    async with api.client() as anonymous:
+        # Without a body too: the key is checked before the request is validated.
+        assert_problem(await anonymous.request(method, url), 401)
+        assert_problem(await anonymous.request(method, url, **valid), 401)
+    async with api.client(UNKNOWN_KEY) as stranger:
+        assert_problem(await stranger.request(method, url, **valid), 401)
+    async with api.client(api.seeded.recognize_key) as recognizer:
+        answer = await recognizer.request(method, url, **valid)
+        if role == ADMIN:
+            assert_problem(answer, 403)
+            assert_problem(await recognizer.request(method, url), 403)
+        else:
+            assert 200 <= answer.status_code < 300, answer.text
+    # Last, as it may change the gallery: the admin may call everything.
+    async with api.client(api.seeded.admin_key) as admin:
+        answer = await admin.request(method, url, **valid)
+    assert 200 <= answer.status_code < 300, answer.text
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("", id="empty"),
+        pytest.param(UNKNOWN_KEY, id="unknown"),
+        pytest.param(ADMIN.encode() * 3, id="not-a-key"),
+        pytest.param(b"frk_\xff\xfe\xe9", id="non-ascii-bytes"),
+        pytest.param("frk_ünïcode".encode(), id="utf-8"),
+    ],
+)
+async def test_a_bad_key_is_401_never_5xx(api: Api, key: str | bytes) -> None:
+    async with api.client(key) as client:
+        assert_problem(await client.get("/v1/people"), 401)
+        assert_problem(await client.post("/v1/people", json={"name": "Eve"}), 401)
+
+
+async def test_a_revoked_key_is_refused_at_once(api: Api) -> None:
+    async with api.client(api.seeded.spare_key) as spare:
+        assert (await spare.get("/v1/people")).status_code == 200  # now remembered by the live view
+        async with api.client(api.seeded.admin_key) as admin:
+            revoked = await admin.delete(f"/v1/keys/{api.seeded.spare_key_id}")
+            assert revoked.status_code == 204, revoked.text
+            listed = (await admin.get("/v1/keys")).json()["items"]
+        assert_problem(await spare.get("/v1/people"), 401)
+    assert {k["name"]: k["revoked"] for k in listed}["spare"] is True
+
+
+async def test_a_created_key_works_with_its_role_and_is_shown_once(api: Api) -> None:
+    async with api.client(api.seeded.admin_key) as admin:
+        created = await admin.post("/v1/keys", json={"name": "kiosk-9", "role": "recognize"})
+        assert created.status_code == 201, created.text
+        listed = (await admin.get("/v1/keys")).json()["items"]
+    key = created.json()["key"]
+    assert all("key" not in item for item in listed)
+    assert key not in str(listed)
+    async with api.client(key) as kiosk:
+        assert (await kiosk.get("/v1/people")).status_code == 200
+        assert_problem(await kiosk.get("/v1/keys"), 403)
+
+
+async def test_the_role_table_agrees_with_the_openapi_security(api: Api) -> None:
+    """Every route that needs a key says so in /openapi.json (what client generators read)."""
+    async with api.client() as anonymous:
+        schema = (await anonymous.get("/openapi.json")).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            needs_key = ROLES[(method.upper(), path)] != PUBLIC
+            assert bool(operation.get("security")) == needs_key, (method, path)
