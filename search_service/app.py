@@ -10,9 +10,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from search_service.auth import TokenCheck
 from search_service.collection import Collection, Limits
 from search_service.device import Device, ReplicaDevice, make_device
 from search_service.errors import InvalidInput
@@ -115,8 +116,10 @@ def create_app(settings: SearchSettings) -> FastAPI:
     metrics = Metrics(counts)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     shard = settings.shard_tuple
+    # Every collection route needs the token; /health and /metrics (probes, Prometheus) do not.
+    collections = APIRouter(prefix="/collections", dependencies=[Depends(TokenCheck(settings.token))])
 
-    @app.put("/collections/{name}", response_model=CollectionInfo, status_code=201)
+    @collections.put("/{name}", response_model=CollectionInfo, status_code=201)
     async def put_collection(
         name: str, spec: CollectionSpec, resources: ResourcesDep, response: Response
     ) -> CollectionInfo:
@@ -124,20 +127,20 @@ def create_app(settings: SearchSettings) -> FastAPI:
         response.status_code = 201 if created else 200
         return resources.registry.get(name).info()
 
-    @app.get("/collections", response_model=list[CollectionInfo])
+    @collections.get("", response_model=list[CollectionInfo])
     async def list_collections(resources: ResourcesDep) -> list[CollectionInfo]:
         return [c.info() for _, c in resources.registry.items()]
 
-    @app.get("/collections/{name}", response_model=CollectionInfo)
+    @collections.get("/{name}", response_model=CollectionInfo)
     async def get_collection(collection: CollectionDep) -> CollectionInfo:
         return collection.info()
 
-    @app.delete("/collections/{name}", status_code=204)
+    @collections.delete("/{name}", status_code=204)
     async def delete_collection(name: str, resources: ResourcesDep) -> Response:
         await resources.registry.drop(name)
         return Response(status_code=204)
 
-    @app.post("/collections/{name}/vectors", response_model=Added)
+    @collections.post("/{name}/vectors", response_model=Added)
     async def add_vectors(body: AddVectors, collection: CollectionDep) -> Added:
         dim = collection.spec.dim
         vectors = await _off_loop(_payload_size(body.vectors), lambda: _unit_vectors(body.vectors, dim))
@@ -147,13 +150,13 @@ def create_app(settings: SearchSettings) -> FastAPI:
         check_shard(ids, shard)
         return Added(added=await collection.add(ids, vectors))
 
-    @app.delete("/collections/{name}/vectors", response_model=Deleted)
+    @collections.delete("/{name}/vectors", response_model=Deleted)
     async def delete_vectors(body: DeleteVectors, collection: CollectionDep) -> Deleted:
         ids = as_ids(body.ids)
         check_shard(ids, shard)
         return Deleted(deleted=await collection.delete(ids))
 
-    @app.post("/collections/{name}/search", response_model=SearchResults)
+    @collections.post("/{name}/search", response_model=SearchResults)
     async def search(body: SearchRequest, collection: CollectionDep) -> JSONResponse:
         dim = collection.spec.dim
         queries = await _off_loop(_payload_size(body.vectors), lambda: _unit_vectors(body.vectors, dim))
@@ -167,6 +170,8 @@ def create_app(settings: SearchSettings) -> FastAPI:
         # Built by hand: response-model validation of many hits costs more than FAISS.
         results = [[{"id": i, "score": s} for i, s in row] for row in hits]
         return JSONResponse({"results": results})
+
+    app.include_router(collections)
 
     @app.get("/health", response_model=Health)
     async def health(resources: ResourcesDep) -> Health:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -125,8 +126,13 @@ class Service:
             "--device",
             "cpu",
         ]
-        self.proc = subprocess.Popen(cmd)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
+        token = secrets.token_urlsafe(32)
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "FACEREC_SEARCH_TOKEN": token})
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+        )
         for _ in range(600):
             try:
                 if self.http.get("/health").status_code == 200:

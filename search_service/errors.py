@@ -13,6 +13,7 @@ class ProblemError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
     default_slug: ClassVar[str] = "internal"
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, detail: str, *, slug: str | None = None) -> None:
         super().__init__(detail)
@@ -28,6 +29,13 @@ class BadRequest(ProblemError):
     status = 400
     title = "Bad request"
     default_slug = "bad-request"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    title = "Unauthorized"
+    default_slug = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
 class InvalidInput(ProblemError):

@@ -16,14 +16,16 @@ logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_response(status: int, title: str, slug: str, detail: str) -> JSONResponse:
+def problem_response(
+    status: int, title: str, slug: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.title, exc.slug, exc.detail)
+    return problem_response(exc.status, exc.title, exc.slug, exc.detail, exc.headers)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:

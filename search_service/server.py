@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from search_service.app import create_app
 from search_service.settings import SearchSettings
@@ -65,11 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="auto (default), cpu, gpu or gpu:N")
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
     args = parser.parse_args(argv)
-    run(
-        args.host,
-        args.port,
-        args.data_dir,
-        shard=args.shard,
-        device=args.device,
-        log_level=args.log_level,
-    )
+    try:
+        run(
+            args.host,
+            args.port,
+            args.data_dir,
+            shard=args.shard,
+            device=args.device,
+            log_level=args.log_level,
+        )
+    except ValidationError as error:
+        # Refused settings are the operator's to fix: say which, without a traceback.
+        sys.exit(f"search service: invalid settings: {error}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_TOKEN_CHARS = 24
 
 
 def parse_shard(value: str) -> tuple[int, int]:
@@ -20,8 +24,19 @@ def parse_shard(value: str) -> tuple[int, int]:
     return index, count
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SearchSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FACEREC_SEARCH_", extra="ignore")
+    # hide_input_in_errors: a refused token must not be echoed into the log stream.
+    model_config = SettingsConfigDict(env_prefix="FACEREC_SEARCH_", extra="ignore", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8100, ge=0, le=65535)
@@ -34,6 +49,25 @@ class SearchSettings(BaseSettings):
     max_tombstones: int = Field(default=1024, ge=0)
     max_queries: int = Field(default=4096, ge=1, description="query vectors per search")
     log_level: str = "info"
+    token: SecretStr | None = None
+    """``FACEREC_SEARCH_TOKEN``: the bearer token every call but /health and /metrics must
+    carry. Required to listen beyond loopback; without it the service is open."""
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"FACEREC_SEARCH_TOKEN must be at least {MIN_TOKEN_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> Self:
+        if self.token is None and not is_loopback(self.host):
+            raise ValueError(
+                f"FACEREC_SEARCH_TOKEN must be set to listen on {self.host}: without it anyone "
+                "who can reach the port could drop a collection"
+            )
+        return self
 
     @field_validator("shard")
     @classmethod

@@ -2,7 +2,9 @@
 
 Roles are declared on the routers: ``dependencies=[Depends(current_key)]`` for any valid
 key, ``[Depends(admin_key)]`` for admin. A route that needs the key itself also takes
-``CurrentKey``; FastAPI resolves it once per request.
+``CurrentKey``; FastAPI resolves it once per request. FastAPI reads a request's body before
+it runs any dependency, so the door (:mod:`orchestrator.api.door`) runs the same two checks,
+read from the same declarations, before the body.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ class ApiMetrics:
         self.in_flight = Gauge(
             "facerec_images_in_flight", "Images being analysed now.", registry=self.registry
         )
+        self.pixel_bytes = Gauge(
+            "facerec_decoded_pixel_bytes",
+            "Bytes of the pixel budget reserved by the images being analysed now.",
+            registry=self.registry,
+        )
         self.faces = Gauge(
             "facerec_gallery_faces", "Faces in the gallery (at the last check).", registry=self.registry
         )

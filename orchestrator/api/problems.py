@@ -18,8 +18,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestrator.api.schemas import InvalidField, Problem
 from orchestrator.core.errors import (
     Conflict,
     FaceCountError,
@@ -101,16 +103,23 @@ def problem_of(error: FacerecError) -> dict[str, Any]:
 
 
 def problem_response(
-    status: int, title: str, detail: str, slug: str, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    slug: str,
+    headers: dict[str, str] | None = None,
+    errors: list[InvalidField] | None = None,
 ) -> JSONResponse:
-    body = {
-        "type": PROBLEM_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "request_id": request_id_var.get(),
-        **extra,
-    }
+    """The answer, built as the :class:`Problem` that the OpenAPI spec declares for every error."""
+    problem = Problem(
+        type=PROBLEM_BASE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        request_id=request_id_var.get(),
+        errors=errors,
+    )
+    body = problem.model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -124,21 +133,39 @@ async def _facerec(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method of every route on the request's path, as RFC 9110 wants ``Allow`` to say.
+
+    Starlette's 405 names only the first route that has the path, and a path here often has
+    several: a read route for any key beside write routes for admins.
+    """
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        pattern = getattr(context, "path_regex", None)
+        if context.methods and pattern is not None and pattern.match(path):
+            methods |= context.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     titles = {404: "Not found", 405: "Method not allowed"}
     title = titles.get(exc.status_code, "HTTP error")
     slug = title.lower().replace(" ", "-")
-    return problem_response(exc.status_code, title, str(exc.detail), slug, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+    return problem_response(exc.status_code, title, str(exc.detail), slug, headers)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        InvalidField(loc=list(e.get("loc", ())), msg=e.get("msg", ""), type=e.get("type", ""))
         for e in exc.errors()
     ]
-    where = ", ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in errors[:5])
+    where = ", ".join(".".join(str(p) for p in e.loc) + ": " + e.msg for e in errors[:5])
     return problem_response(422, "Invalid request", where, "invalid-request", errors=errors)
 
 

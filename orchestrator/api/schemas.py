@@ -5,17 +5,53 @@ The recognition answers are defined once, by the recognition layer, and imported
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from orchestrator.db.tables import ApiKeyPublic, FacePublic, PersonPublic
+from orchestrator.db.tables import NAME_PATTERN, ApiKeyPublic, FacePublic, PersonPublic
 from orchestrator.recognition.answers import Box, RecognizeAnswer
 
 
+class ProblemDetails(BaseModel):
+    """The RFC 9457 members: what went wrong, in words for the caller."""
+
+    type: str = Field(description="URI naming the kind of problem")
+    title: str = Field(description="the same for every problem of this type")
+    status: int = Field(ge=400, le=599, description="the HTTP status")
+    detail: str = Field(description="what happened this time")
+
+
+class InvalidField(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query, path or header, then the field")
+    msg: str
+    type: str
+
+
+class Problem(ProblemDetails):
+    """Every error answer of the API, as ``application/problem+json``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "type": "https://facerec.dev/problems/not-found",
+                "title": "Not found",
+                "status": 404,
+                "detail": "person 42 not found",
+                "request_id": "3f1c0e5a9b6d4b7e8a2c1d0f9e8b7a6c",
+            }
+        }
+    )
+    request_id: str = Field(description="the X-Request-ID of the request, to find it in the logs")
+    errors: list[InvalidField] | SkipJsonSchema[None] = Field(
+        default=None, description="on a 422 for a request that does not validate: each field at fault"
+    )
+
+
 class BatchAnswer(BaseModel):
-    results: list[RecognizeAnswer | dict[str, Any]] = Field(
-        description="one answer per image in order, or a problem object for an image that failed"
+    results: list[RecognizeAnswer | ProblemDetails] = Field(
+        description="one answer per image in order, or the problem of an image that failed"
     )
 
 
@@ -49,7 +85,8 @@ class FaceList(BaseModel):
 
 class NewKey(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"name": "kiosk-3", "role": "recognize"}})
-    name: str = Field(min_length=1, max_length=100)
+    # The gallery applies the pattern's rule (clean_name), in words.
+    name: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": NAME_PATTERN})
     role: Literal["admin", "recognize"]
 
 
@@ -79,3 +116,21 @@ class ActiveModel(BaseModel):
 class ModelsAnswer(BaseModel):
     active: ActiveModel
     versions: list[ModelVersion]
+
+
+class DependencyCheck(BaseModel):
+    ok: bool
+    detail: str = Field(description='"ok", or what failed')
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, DependencyCheck] = Field(description="triton, search, database")
+
+
+class DetailedHealth(BaseModel):
+    """Readiness and what this replica knows: model, gallery, cache, Triton's statistics."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "degraded"]
+    checks: dict[str, DependencyCheck]

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from orchestrator.cli import client, models, serve
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import configure as configure_logging
@@ -103,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (ModelFetchError, TritonEnvironmentError, StartError, FacerecError) as error:
         print(f"facerec: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        if error.title not in ("Settings", "SearchSettings"):
+            raise
+        # Settings from the environment were refused: name them, without a traceback.
+        print(f"facerec: invalid settings: {error}", file=sys.stderr)
         return 2
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from types import FrameType
 
+from pydantic import SecretStr
+
 from orchestrator.cli.common import settings_from
+from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_token
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
@@ -73,8 +77,39 @@ def _serve(settings: Settings) -> None:
 
     keep_freed_memory()
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        limit_concurrency=settings.api.limit_concurrency,
     )
+
+
+def start_search_service(settings: Settings, stack: contextlib.ExitStack) -> ManagedProcess:
+    """The search service beside the API, ready, sharing a token with it (stopped by ``stack``).
+
+    The token is FACEREC_SEARCH_TOKEN if set, else the one kept in the data dir (made at
+    the first start), so nothing local is left open. It travels in the child's
+    environment: a command line is visible to every user of the machine.
+    """
+    if settings.search_token is None:
+        settings.search_token = SecretStr(read_or_create_token(settings.data_dir / SEARCH_TOKEN_FILE))
+    search = ManagedProcess("search service", settings.logs_dir / "search.log")
+    stack.callback(search.stop)
+    search.start(
+        [
+            sys.executable,
+            "-m",
+            "search_service",
+            "--port",
+            str(settings.search_port),
+            "--data-dir",
+            str(settings.data_dir / "search"),
+        ],
+        env={**os.environ, "FACEREC_SEARCH_TOKEN": settings.search_token.get_secret_value()},
+    )
+    return search.wait_http(f"{settings.search_service_urls[0]}/health", 60.0)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -87,20 +122,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         server = _triton(settings, TritonPorts.beside(settings.port))
         stack.enter_context(server)
         _print_triton(server)
-        search = ManagedProcess("search service", settings.logs_dir / "search.log")
-        stack.callback(search.stop)
-        search.start(
-            [
-                sys.executable,
-                "-m",
-                "search_service",
-                "--port",
-                str(settings.search_port),
-                "--data-dir",
-                str(settings.data_dir / "search"),
-            ]
-        )
-        search.wait_http(f"{settings.search_service_urls[0]}/health", 60.0)
+        start_search_service(settings, stack)
         print(f"search service: {settings.search_service_urls[0]}", flush=True)
         if settings.redis_url is None:
             valkey = stack.enter_context(LocalValkey(settings.data_dir / "cache", settings.cache_port))

@@ -14,6 +14,8 @@ database)`` to reconcile at start-up.
 
 Every call has a timeout (the client's ``httpx.Timeout``); an unreachable shard or a
 timeout raises :class:`SearchUnavailable`, an error answer :class:`SearchServiceError`.
+Every call carries ``Authorization: Bearer <token>`` when a token is given (the shards'
+``FACEREC_SEARCH_TOKEN``); a wrong or missing one is a 401 :class:`SearchServiceError`.
 """
 
 from __future__ import annotations
@@ -69,12 +71,17 @@ class SearchClient:
         self,
         urls: Sequence[str],
         *,
+        token: str | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one search service URL is needed")
-        self._shards = [httpx.AsyncClient(base_url=url, timeout=timeout, transport=transport) for url in urls]
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._shards = [
+            httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, transport=transport)
+            for url in urls
+        ]
 
     @property
     def shard_count(self) -> int:

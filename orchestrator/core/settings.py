@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
+
+MIN_SECRET_CHARS = 24
+"""Shortest FACEREC_ADMIN_KEY or FACEREC_SEARCH_TOKEN accepted (a generated one has 43+)."""
 
 
 class TritonSettings(BaseModel):
@@ -28,9 +40,18 @@ class TritonSettings(BaseModel):
 class ApiSettings(BaseModel):
     max_body_bytes: int = 25 * 1024 * 1024
     """Requests with a larger body are refused with 413 before it is read."""
-    max_batch_images: int = 16
     max_concurrent_images: int = 64
-    """Images being analysed at once; past it requests get 503 + Retry-After at once."""
+    """Images being analysed at once; past it requests get 503 + Retry-After at once,
+    before their body is read (a request counts as one image at the door, a batch takes
+    its others once its images are known)."""
+    pixel_budget_bytes: PositiveInt = 1024 * 1024 * 1024
+    """Memory the decoded pixels of the images being analysed may take together, reserved
+    from each image's header before it is decoded (7 bytes per decoded pixel, measured): an
+    image that does not fit now gets 503 + Retry-After, one larger than this 413."""
+    limit_concurrency: PositiveInt = 1024
+    """uvicorn's own bound on open connections and running requests: past it uvicorn answers
+    a plain-text 503 before the app sees the request. A backstop, kept far above
+    ``max_concurrent_images`` so that overload is answered by the app (problem+json)."""
     cpu_workers: int = 4
     """Threads for decode/align work, off the event loop."""
     default_top_k: int = 5
@@ -39,6 +60,17 @@ class ApiSettings(BaseModel):
     """How old this replica's in-memory view of the live state, face owners and API keys
     may be. Writes through this replica are seen at once, through others within this; 0
     reads the database on every request."""
+
+    @model_validator(mode="after")
+    def _server_bound_above_admission(self) -> ApiSettings:
+        # Refused requests still run briefly, and other routes are not admitted: leave room.
+        if self.limit_concurrency < 4 * self.max_concurrent_images:
+            raise ValueError(
+                f"FACEREC_API__LIMIT_CONCURRENCY ({self.limit_concurrency}) must be at least 4 × "
+                f"FACEREC_API__MAX_CONCURRENT_IMAGES ({self.max_concurrent_images}), or uvicorn "
+                "answers overload with plain text before the API's own 503"
+            )
+        return self
 
 
 class RolloutSettings(BaseModel):
@@ -49,7 +81,10 @@ class RolloutSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FACEREC_", env_nested_delimiter="__", extra="ignore")
+    # hide_input_in_errors: a refused key or a database URL's password stays out of the log.
+    model_config = SettingsConfigDict(
+        env_prefix="FACEREC_", env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+    )
 
     port: int = 8000
     host: str = "127.0.0.1"
@@ -67,7 +102,21 @@ class Settings(BaseSettings):
     rollout: RolloutSettings = RolloutSettings()
     search_urls: list[str] = []
     """Search service shard URLs; default: the local one beside ``FACEREC_PORT``."""
+    search_token: SecretStr | None = None
+    """Bearer token sent to every search shard (the shards' own ``FACEREC_SEARCH_TOKEN``,
+    same name so one Secret feeds both); ``facerec up`` makes one per data dir."""
     embedding_dim: int = 512
+
+    @field_validator("admin_key", "search_token")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SECRET_CHARS:
+            name = f"FACEREC_{info.field_name}".upper()
+            raise ValueError(
+                f"{name} must be at least {MIN_SECRET_CHARS} characters; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @property
     def models_dir(self) -> Path:

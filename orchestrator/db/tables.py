@@ -12,14 +12,24 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, StringConstraints
+from pydantic import Field as PydanticField
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import CheckConstraint, Double, Index, MetaData, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from orchestrator.db.types import Blob, ExternalIdColumn, Json, UtcDateTime, utcnow
 
 NAME_MAX = 200
+_SPACES = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Every character ``str.isspace`` (so ``str.strip``) counts, as a regex class body."""
+NO_NUL = r"^[^\x00]*$"
+"""A text without NUL, which PostgreSQL cannot store in a text column (its error was a 500)."""
+NAME_PATTERN = rf"^[^\x00]*[^\x00{_SPACES}][^\x00]*$"
+"""A name: no NUL, and one character that ``str.strip`` keeps. In the regex syntax Python,
+Rust (pydantic) and JSON Schema share, so the spec states exactly the rule the server applies."""
 ATTRIBUTES_MAX_BYTES = 16 * 1024
 Role = Literal["admin", "recognize"]
 ROLES: tuple[Role, ...] = ("admin", "recognize")
@@ -43,10 +53,16 @@ class DbModel(SQLModel, registry=registry(metadata=metadata)):
 
 # The checks are plain functions so the pydantic models (422 at the HTTP edge) and the
 # gallery (InvalidRequest for anything built without validation) share one rule.
+def _no_nul(value: str, what: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+    return value
+
+
 def clean_name(value: str) -> str:
     if not isinstance(value, str):
         raise ValueError("name must be a string")
-    value = value.strip()
+    value = _no_nul(value, "name").strip()
     if not value:
         raise ValueError("name must not be empty")
     if len(value) > NAME_MAX:
@@ -59,7 +75,7 @@ def clean_external_id(value: str | None) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError("external_id must be a string")
-    value = value.strip()
+    value = _no_nul(value, "external_id").strip()
     if len(value) > NAME_MAX:
         raise ValueError(f"external_id is longer than {NAME_MAX} characters")
     return value or None
@@ -74,23 +90,54 @@ def clean_attributes(value: Any) -> dict[str, Any]:
         raise ValueError(f"attributes are not valid JSON: {exc}") from None
     if len(text.encode()) > ATTRIBUTES_MAX_BYTES:
         raise ValueError(f"attributes exceed {ATTRIBUTES_MAX_BYTES} bytes of JSON")
+    _no_nul_within(value)
     return value
 
 
-def _if_str(check: Any) -> Any:
-    return lambda value: check(value) if isinstance(value, str) else value
+def _no_nul_within(value: Any) -> None:
+    """No NUL in any key or string of a JSON value (PostgreSQL's JSON types refuse it too)."""
+    if isinstance(value, str):
+        _no_nul(value, "attributes")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, "attributes")
+            _no_nul_within(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_within(item)
 
 
-# Stripped before the length constraints apply, so "  x  " is a valid name "x".
-PersonName = Annotated[str, BeforeValidator(_if_str(clean_name))]
-ExternalId = Annotated[str | None, BeforeValidator(_if_str(clean_external_id))]
-Attributes = Annotated[dict[str, Any], AfterValidator(clean_attributes)]
+# Stripped after the constraints, which the OpenAPI spec states, apply to the text as sent:
+# "  x  " is the name "x"; 201 characters are too many even if some are spaces.
+# The patterns are for the spec; the clean_* rules apply them, with messages a person reads.
+PersonName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=NAME_MAX),
+    PydanticField(json_schema_extra={"pattern": NAME_PATTERN}),
+    AfterValidator(clean_name),
+]
+ExternalId = Annotated[
+    Annotated[
+        str, StringConstraints(max_length=NAME_MAX), PydanticField(json_schema_extra={"pattern": NO_NUL})
+    ]
+    | None,
+    AfterValidator(clean_external_id),
+]
+_Text = Annotated[str, PydanticField(json_schema_extra={"pattern": NO_NUL})]
+AttributeName = TypeAliasType("AttributeName", _Text)
+AttributeValue = TypeAliasType(
+    "AttributeValue",
+    "_Text | int | float | bool | list[AttributeValue] | dict[AttributeName, AttributeValue] | None",
+)
+"""Any JSON value, its texts without NUL: named, so the spec can state the rule at any depth."""
+Attributes = Annotated[dict[AttributeName, AttributeValue], AfterValidator(clean_attributes)]
+ATTRIBUTES = f"any JSON object, at most {ATTRIBUTES_MAX_BYTES} bytes of it, no NUL in its texts"
 
 
 class PersonBase(DbModel):
-    name: PersonName = Field(min_length=1, max_length=NAME_MAX)
+    name: PersonName = Field(max_length=NAME_MAX)  # the column's length; the rules are in the type
     external_id: ExternalId = Field(default=None, max_length=NAME_MAX)
-    attributes: Attributes = Field(default_factory=dict, sa_type=Json)
+    attributes: Attributes = Field(default_factory=dict, sa_type=Json, description=ATTRIBUTES)
 
 
 class PersonCreate(PersonBase):
@@ -100,9 +147,10 @@ class PersonCreate(PersonBase):
 class PersonUpdate(DbModel):
     """Only the fields that are set change; ``attributes`` replaces the whole object."""
 
-    name: PersonName | None = Field(default=None, min_length=1, max_length=NAME_MAX)
-    external_id: ExternalId = Field(default=None, max_length=NAME_MAX)
-    attributes: Attributes | None = None
+    # Not null: a name can be changed, not removed (the spec says so, the gallery checks it).
+    name: PersonName | SkipJsonSchema[None] = None
+    external_id: ExternalId = None
+    attributes: Attributes | None = Field(default=None, description=ATTRIBUTES + "; null empties it")
 
 
 class Person(PersonBase, table=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -20,8 +21,9 @@ import numpy as np
 
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.errors import FaceCountError
+from orchestrator.pipeline.memory_budget import Hold, PixelBudget, decoded_bytes
 from orchestrator.pipeline.vision import align, detect, landmarks
-from orchestrator.pipeline.vision.decode import DecodedImage, DecodeLimits, decode
+from orchestrator.pipeline.vision.decode import DecodedImage, DecodeLimits, decode_pixels, read_header
 from orchestrator.pipeline.vision.faces import Face
 
 T = TypeVar("T")
@@ -59,11 +61,14 @@ class FacePipeline:
         executor: Executor | None = None,
         limits: DecodeLimits | None = None,
         detect_params: detect.DetectParams | None = None,
+        budget: PixelBudget | None = None,
     ) -> None:
         self.triton = triton
         self.executor = executor
         self.limits = limits or DecodeLimits()
         self.detect_params = detect_params or detect.DetectParams()
+        self.budget = budget or PixelBudget(sys.maxsize)
+        """Decoded pixels of the images being analysed; unbounded unless given."""
 
     async def _cpu(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -76,7 +81,14 @@ class FacePipeline:
         max_faces: int | None = None,
         versions: ModelVersions | None = None,
     ) -> Analysis:
-        versions = versions or ModelVersions()
+        # The image's pixels are counted against the budget from its header, before they
+        # are decoded, until its analysis ends (however it ends: a cancelled one too).
+        with self.budget.hold() as memory:
+            return await self._analyse(data, memory, embed, max_faces, versions or ModelVersions())
+
+    async def _analyse(
+        self, data: bytes, memory: Hold, embed: bool, max_faces: int | None, versions: ModelVersions
+    ) -> Analysis:
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -87,7 +99,9 @@ class FacePipeline:
             clock = now
 
         def decoded() -> tuple[DecodedImage, np.ndarray]:
-            image = decode(data, self.limits)
+            header = read_header(data, self.limits)
+            memory.take(decoded_bytes(header))
+            image = decode_pixels(data, header)
             return image, detect.detector_input(image.rgb)
 
         # Each hop to the thread pool costs a GIL hand-over: one per stage between models.

@@ -115,7 +115,16 @@ def test_bind_mounts_are_inside_the_repository(service: str, source: str) -> Non
 def test_secrets_have_no_default_in_the_file() -> None:
     """Passwords come from .env or the shell; a default would ship a known password."""
     text = (ROOT / "docker-compose.gpu.yml").read_text()
-    for secret in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+    for secret in ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "FACEREC_SEARCH_TOKEN"):
         uses = re.findall(r"\$\{" + secret + r"(:?[-?])?", text)
         assert uses and all(op.endswith("?") for op in uses), secret
     assert compose_environment("orchestrator")["FACEREC_ADMIN_KEY"] is None
+
+
+def test_the_orchestrator_and_every_shard_share_the_search_token() -> None:
+    """The shards listen beyond loopback, where the service refuses to start without one."""
+    services = ["orchestrator", *compose_services_running("search.Dockerfile")]
+    for name in services:
+        assert compose_environment(name)["FACEREC_SEARCH_TOKEN"] == (
+            "${FACEREC_SEARCH_TOKEN:?set FACEREC_SEARCH_TOKEN in .env}"
+        ), name

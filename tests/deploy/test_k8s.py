@@ -204,10 +204,19 @@ def test_search_shards_match_the_orchestrator_shard_list() -> None:
         assert parts.port == port
 
 
+def secret_refs(doc: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
+    """Environment name -> its secretKeyRef, for the container ``name``."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container(doc, name).get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
 def test_secrets_come_from_a_secret() -> None:
-    env = {e["name"]: e for e in container(one("Deployment", "orchestrator"), "orchestrator")["env"]}
-    for name in ("DATABASE_URL", "FACEREC_ADMIN_KEY"):
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "facerec-secrets"
+    env = secret_refs(one("Deployment", "orchestrator"), "orchestrator")
+    for name in ("DATABASE_URL", "FACEREC_ADMIN_KEY", "FACEREC_SEARCH_TOKEN"):
+        assert env[name]["name"] == "facerec-secrets"
     for manifest in manifests():
         assert manifest.kind != "Secret", f"{manifest}: secrets are created in the cluster, not committed"
 
@@ -217,3 +226,11 @@ def test_no_host_path_volumes() -> None:
         if "template" in manifest.doc.get("spec", {}):
             for volume in pod_spec(manifest.doc).get("volumes", []):
                 assert "hostPath" not in volume, f"{manifest}: {volume['name']}"
+
+
+def test_orchestrator_and_shards_read_the_same_required_search_token() -> None:
+    """The shards listen on 0.0.0.0, where the service refuses to start without a token."""
+    orchestrator = secret_refs(one("Deployment", "orchestrator"), "orchestrator")["FACEREC_SEARCH_TOKEN"]
+    search = secret_refs(one("StatefulSet", "search"), "search")["FACEREC_SEARCH_TOKEN"]
+    assert orchestrator == search == {"name": "facerec-secrets", "key": "search-token"}
+    assert "--from-literal=search-token=" in (K8S / "orchestrator.yaml").read_text()

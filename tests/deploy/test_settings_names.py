@@ -22,6 +22,8 @@ pytestmark = pytest.mark.unit
 
 # Read by the shard's own command line (--shard "$(SHARD_INDEX)/$(SHARD_COUNT)"), not by settings.
 SHARD_ARGUMENTS = {"SHARD_INDEX", "SHARD_COUNT"}
+# What the operator's .env holds for the compose file's required secrets that settings check.
+DOT_ENV = {"FACEREC_SEARCH_TOKEN": "a-generated-search-token-of-43-characters-x"}
 
 
 def env_names(model: type[BaseModel], prefix: str, delimiter: str | None) -> set[str]:
@@ -48,6 +50,8 @@ def test_the_name_map_knows_the_documented_settings() -> None:
     assert {"FACEREC_TRITON__URL", "FACEREC_SEARCH_URLS", "DATABASE_URL", "REDIS_URL"} <= ORCHESTRATOR_NAMES
     assert {"FACEREC_API__MAX_CONCURRENT_IMAGES", "FACEREC_ADMIN_KEY"} <= ORCHESTRATOR_NAMES
     assert {"FACEREC_SEARCH_DEVICE", "FACEREC_SEARCH_SHARD"} <= SEARCH_NAMES
+    # One name, so one Secret key feeds the shards and the orchestrator that calls them.
+    assert "FACEREC_SEARCH_TOKEN" in ORCHESTRATOR_NAMES & SEARCH_NAMES
 
 
 def orchestrator_environments() -> dict[str, dict[str, str | None]]:
@@ -74,7 +78,7 @@ def build(settings_class: type[Any], env: dict[str, str | None], monkeypatch: py
             monkeypatch.delenv(name)
     for name, value in env.items():
         if value is not None:
-            monkeypatch.setenv(name, interpolate(value))
+            monkeypatch.setenv(name, interpolate(value, DOT_ENV))
     return settings_class()
 
 
@@ -90,7 +94,7 @@ def test_orchestrator_environment_uses_setting_names(where: str, monkeypatch: py
 
 def test_orchestrator_secrets_are_settings_fields() -> None:
     env = container_environment(one("Deployment", "orchestrator"), "orchestrator")
-    assert {"DATABASE_URL", "FACEREC_ADMIN_KEY"} <= set(env) & ORCHESTRATOR_NAMES
+    assert {"DATABASE_URL", "FACEREC_ADMIN_KEY", "FACEREC_SEARCH_TOKEN"} <= set(env) & ORCHESTRATOR_NAMES
 
 
 @pytest.mark.parametrize("where", list(search_environments()))

@@ -1,13 +1,22 @@
-"""The `facerec` command line against the real Triton."""
+"""The `facerec` command line: against the real Triton, and the secrets it hands over."""
 
+import contextlib
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from orchestrator.cli.serve import start_search_service
+from orchestrator.core.secret_files import FIRST_ADMIN_KEY_FILE, SEARCH_TOKEN_FILE
+from orchestrator.core.settings import Settings
+from orchestrator.db import Gallery, default_database_url, make_engine
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
+from orchestrator.runtime.processes import free_port
 from orchestrator.runtime.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -69,3 +78,57 @@ def test_models_list_shows_every_model(data_dir: Path, model_store) -> None:
         "face_landmarks",
         "arcface",
     ]
+
+
+def test_up_shares_a_search_token_kept_in_the_data_dir_and_off_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FACEREC_SEARCH_TOKEN", raising=False)
+    tokens = []
+    for _ in range(2):  # a second start in the same data dir keeps the token
+        settings = Settings(data_dir=tmp_path, port=free_port() - 4)  # the search service: port + 4
+        with contextlib.ExitStack() as stack:
+            search = start_search_service(settings, stack)
+            assert settings.search_token is not None
+            token = settings.search_token.get_secret_value()
+            tokens.append(token)
+            process = Path(f"/proc/{search.pid}")
+            assert token.encode() not in (process / "cmdline").read_bytes()
+            assert f"FACEREC_SEARCH_TOKEN={token}".encode() in (process / "environ").read_bytes().split(b"\0")
+            url = settings.search_service_urls[0]
+            assert httpx.get(f"{url}/collections").status_code == 401
+            answer = httpx.get(f"{url}/collections", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200 and answer.json() == []
+    token_file = tmp_path / SEARCH_TOKEN_FILE
+    assert tokens[0] == tokens[1] == token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert tokens[0] not in (tmp_path / "logs" / "search.log").read_text()
+
+
+def test_the_first_admin_key_goes_to_an_owner_only_file_and_never_to_the_output(tmp_path: Path) -> None:
+    """Started with no servers behind it, the API creates the key, then fails at Triton and exits."""
+    unreachable = {
+        "FACEREC_TRITON__URL": f"127.0.0.1:{free_port()}",
+        "FACEREC_TRITON__TIMEOUT_S": "1",
+        "FACEREC_SEARCH_URLS": json.dumps([f"http://127.0.0.1:{free_port()}"]),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEREC_") and k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "orchestrator", "--data-dir", str(tmp_path)],
+        env={**env, **unreachable, "FACEREC_PORT": str(free_port())},
+        capture_output=True,  # not a terminal: the output is a log stream
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, "it cannot serve without Triton"
+    key_file = tmp_path / FIRST_ADMIN_KEY_FILE
+    key = key_file.read_text().strip()
+    assert key.startswith("frk_") and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key not in done.stdout + done.stderr
+    assert f"first admin API key written to {key_file}" in done.stderr
+    engine = make_engine(default_database_url(tmp_path))
+    try:
+        found = Gallery(engine).authenticate(key)
+    finally:
+        engine.dispose()
+    assert found is not None and found.role == "admin"

@@ -57,7 +57,7 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
                 enough.set()
 
     try:
-        async with SearchClient([service.url], timeout=10.0) as client:
+        async with SearchClient([service.url], token=service.token, timeout=10.0) as client:
             await client.create_collection("stream", CollectionSpec(dim=DIM))
             tasks = [asyncio.create_task(writer(client, w)) for w in range(WRITERS)]
             await asyncio.wait_for(enough.wait(), timeout=60)
@@ -73,7 +73,7 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     restarted = ServiceProcess(data_dir)
     await asyncio.to_thread(restarted.start().wait_ready)
     try:
-        async with SearchClient([restarted.url], timeout=30.0) as client:
+        async with SearchClient([restarted.url], token=restarted.token, timeout=30.0) as client:
             probe_ids = np.array(sorted(sent), dtype=np.int64)
             hits = await client.search("stream", table[probe_ids], 1)
             info = await client.info("stream")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.clients.search import SearchClient
+from orchestrator.clients.search import SearchClient, SearchServiceError
 from search_service.checksum import checksum_of_ids
 from search_service.schema import CollectionSpec
 from tests.search_service.conftest import (
@@ -36,7 +36,7 @@ async def test_exact_search_and_clean_shutdown(tmp_path: Path) -> None:
     service = ServiceProcess(data_dir)
     await asyncio.to_thread(service.start().wait_ready)
     try:
-        async with SearchClient([service.url]) as client:
+        async with SearchClient([service.url], token=service.token) as client:
             await client.create_collection("faces", CollectionSpec(dim=DIM))
             for rows in np.array_split(np.arange(2000), 4):
                 await client.add("faces", ids[rows], gallery[rows])
@@ -62,8 +62,35 @@ async def test_exact_search_and_clean_shutdown(tmp_path: Path) -> None:
     restarted = ServiceProcess(data_dir)
     await asyncio.to_thread(restarted.start().wait_ready)
     try:
-        async with SearchClient([restarted.url]) as client:
+        async with SearchClient([restarted.url], token=restarted.token) as client:
             assert await client.info("faces") == before
             assert await client.search("faces", probes, 10) == hits
     finally:
         await asyncio.to_thread(restarted.stop)
+
+
+async def test_the_client_needs_the_service_token(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path / "search")
+    await asyncio.to_thread(service.start().wait_ready)
+    try:
+        async with SearchClient([service.url], token=service.token) as client:
+            await client.create_collection("faces", CollectionSpec(dim=DIM))
+            assert await client.add("faces", [7], unit_vectors(np.random.default_rng(1), 1, DIM)) == 1
+        for token in (None, "a-wrong-token-of-the-right-length-0123"):
+            async with SearchClient([service.url], token=token) as stranger:
+                for attempt in (
+                    stranger.info("faces"),
+                    stranger.delete("faces", [7]),
+                    stranger.drop_collection("faces"),
+                ):
+                    with pytest.raises(SearchServiceError) as err:
+                        await attempt
+                    assert err.value.status == 401
+                    assert err.value.problem["type"] == "urn:facerec:search:problem:unauthorized"
+                # Probes stay open: the orchestrator's readiness and Prometheus send no token.
+                assert [h.status for h in await stranger.health()] == ["ok"]
+        async with SearchClient([service.url], token=service.token) as client:
+            assert (await client.info("faces")).count == 1
+    finally:
+        await asyncio.to_thread(service.stop)
+    assert service.token not in service.log_path.read_text()

@@ -44,3 +44,20 @@ async def test_ids_are_routed_by_modulo() -> None:
     async with SearchClient(urls, transport=httpx.MockTransport(record)) as client:
         assert await client.delete("faces", [0, 1, 2, 3, 4, 9]) == 6
     assert seen == {"s0": [0, 3, 9], "s1": [1, 4], "s2": [2]}
+
+
+async def test_every_call_carries_the_token_to_every_shard() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.headers.get("authorization")))
+        return httpx.Response(200, json={"deleted": 1})
+
+    urls = ["http://s0", "http://s1"]
+    async with SearchClient(urls, token="tok", transport=httpx.MockTransport(record)) as client:
+        await client.delete("faces", [0, 1])
+    assert sorted(seen) == [("s0", "Bearer tok"), ("s1", "Bearer tok")]
+    seen.clear()
+    async with SearchClient(urls[:1], transport=httpx.MockTransport(record)) as client:
+        await client.delete("faces", [0])
+    assert seen == [("s0", None)]

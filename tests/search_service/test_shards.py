@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,15 @@ async def test_three_shards_equal_one_exact_index(tmp_path: Path) -> None:
     gallery = unit_vectors(rng, 3000, DIM)
     ids = rng.choice(10**9, 3000, replace=False).astype(np.int64)
     probes = unit_vectors(rng, 40, DIM)
-    shards = [ServiceProcess(tmp_path / f"shard{i}", shard=f"{i}/{SHARDS}") for i in range(SHARDS)]
+    token = secrets.token_urlsafe(32)
+    shards = [
+        ServiceProcess(tmp_path / f"shard{i}", shard=f"{i}/{SHARDS}", token=token) for i in range(SHARDS)
+    ]
     for shard in shards:
         shard.start()
     try:
         await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in shards))
-        async with SearchClient([s.url for s in shards]) as client:
+        async with SearchClient([s.url for s in shards], token=token) as client:
             info = await client.create_collection("faces", CollectionSpec(dim=DIM))
             assert info.count == 0 and info.device == "cpu"
             for rows in np.array_split(np.arange(3000), 3):
@@ -54,7 +58,7 @@ async def test_three_shards_equal_one_exact_index(tmp_path: Path) -> None:
             assert info.checksum == checksum_of_ids(ids[kept])
             assert [h.shard for h in await client.health()] == ["0/3", "1/3", "2/3"]
             # Each shard holds only its own ids and refuses others.
-            async with SearchClient([shards[0].url]) as direct:
+            async with SearchClient([shards[0].url], token=token) as direct:
                 assert (await direct.info("faces")).count == (ids[kept] % 3 == 0).sum()
                 with pytest.raises(SearchServiceError) as err:
                     await direct.add("faces", [1], gallery[:1])

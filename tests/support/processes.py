@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -78,19 +79,27 @@ class ChildProcess:
 class SearchServiceProcess(ChildProcess):
     """``python -m search_service`` on CPU over ``data_dir``, named after it.
 
-    Its log goes to ``log_dir`` (by default beside ``data_dir``).
+    Its log goes to ``log_dir`` (by default beside ``data_dir``). It wants ``token`` (a new
+    random one by default; shards of one index share one) as its callers' bearer token.
     """
 
     def __init__(
-        self, data_dir: Path, *, shard: str | None = None, log_dir: Path | None = None, **env: str
+        self,
+        data_dir: Path,
+        *,
+        shard: str | None = None,
+        log_dir: Path | None = None,
+        token: str | None = None,
+        **env: str,
     ) -> None:
         self.data_dir = data_dir
+        self.token = token or secrets.token_urlsafe(32)
         args = ["-m", "search_service", "--port", "{port}", "--data-dir", str(data_dir)]
         args += ["--log-level", "warning", *(["--shard", shard] if shard else [])]
         super().__init__(
             data_dir.name,
             args,
             log_dir or data_dir.parent,
-            {"FACEREC_SEARCH_DEVICE": "cpu", **env},
+            {"FACEREC_SEARCH_DEVICE": "cpu", "FACEREC_SEARCH_TOKEN": self.token, **env},
             "/health",
         )

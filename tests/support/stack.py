@@ -57,6 +57,7 @@ class Stack:
             "FACEREC_TRITON__URL": triton.grpc_url,
             "FACEREC_TRITON__TIMEOUT_S": "60",
             "FACEREC_SEARCH_URLS": json.dumps([self.search.url]),
+            "FACEREC_SEARCH_TOKEN": self.search.token,
             "FACEREC_ADMIN_KEY": ADMIN_KEY,
             "DATABASE_URL": database_url,
             "FACEREC_API__MAX_BODY_BYTES": str(8 * 1024 * 1024),

@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from orchestrator.api.deps import MetricsDep, ResourcesDep, current_key
+from orchestrator.api.responses import problems
+from orchestrator.api.schemas import DetailedHealth, Readiness
 from orchestrator.core.resources import Resources
 from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
 from search_service.checksum import checksum_of_ids
@@ -18,7 +20,9 @@ from search_service.checksum import checksum_of_ids
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/health", tags=["health"])
 """No key: what orchestrators and load balancers probe."""
-keyed_router = APIRouter(prefix="/health", tags=["health"], dependencies=[Depends(current_key)])
+keyed_router = APIRouter(
+    prefix="/health", tags=["health"], dependencies=[Depends(current_key)], responses=problems(401)
+)
 
 
 async def _check(name: str, probe: Any) -> tuple[str, bool, str]:
@@ -57,7 +61,11 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is not ready"}},
+)
 async def ready(resources: ResourcesDep) -> JSONResponse:
     checks = await readiness(resources)
     ok = all(c["ok"] for c in checks.values())
@@ -87,7 +95,11 @@ def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-@keyed_router.get("/detailed")
+@keyed_router.get(
+    "/detailed",
+    response_model=DetailedHealth,
+    responses={503: {"model": DetailedHealth, "description": "a dependency is not ready"}},
+)
 async def detailed(resources: ResourcesDep, metrics: MetricsDep) -> JSONResponse:
     checks = await readiness(resources)
     state = await asyncio.to_thread(resources.gallery.state)

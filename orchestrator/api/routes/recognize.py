@@ -4,47 +4,61 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from orchestrator.api.deps import AdmissionDep, CurrentKey, ResourcesDep, current_key
+from orchestrator.api.params import LeftOut
 from orchestrator.api.problems import problem_of
+from orchestrator.api.responses import IMAGE_UPLOAD, problems
 from orchestrator.api.schemas import BatchAnswer
-from orchestrator.core.errors import FacerecError, InvalidRequest
+from orchestrator.core.errors import FacerecError
 from orchestrator.recognition.answers import DetectAnswer, RecognizeAnswer, VerifyAnswer
 
-router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(current_key)])
+router = APIRouter(
+    prefix="/v1", tags=["recognition"], dependencies=[Depends(current_key)], responses=problems(401)
+)
 
-TopK = Annotated[int | None, Query(ge=1, le=100, description="people per face (default 5)")]
+TopK = Annotated[int | None, Query(ge=1, le=100, description="people per face (default 5)"), LeftOut()]
 Threshold = Annotated[
-    float | None, Query(ge=-1, le=1, description="cosine similarity for a match (default: calibrated)")
+    float | None,
+    Query(ge=-1, le=1, description="cosine similarity for a match (default: calibrated)"),
+    LeftOut(),
 ]
-MaxFaces = Annotated[int | None, Query(ge=1, le=64, description="largest faces to consider")]
+MaxFaces = Annotated[int | None, Query(ge=1, le=64, description="largest faces to consider"), LeftOut()]
+MAX_BATCH_IMAGES = 16
+"""Images per batch request, a bound of the API that its spec states."""
+BatchFiles = Annotated[
+    list[UploadFile], File(min_length=1, max_length=MAX_BATCH_IMAGES, description="the images, in order")
+]
 
 
-@router.post("/recognize", response_model=RecognizeAnswer)
+@router.post("/recognize", response_model=RecognizeAnswer, responses=problems(*IMAGE_UPLOAD))
 async def recognize(
     file: UploadFile,
     resources: ResourcesDep,
-    admission: AdmissionDep,
     key: CurrentKey,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
 ) -> Any:
     image = await file.read()
-    async with admission.slot():
-        return await resources.recognition.recognize(
-            image,
-            top_k=top_k or resources.settings.api.default_top_k,
-            threshold=threshold,
-            max_faces=max_faces,
-            api_key_id=key.id,
-        )
+    return await resources.recognition.recognize(
+        image,
+        top_k=top_k or resources.settings.api.default_top_k,
+        threshold=threshold,
+        max_faces=max_faces,
+        api_key_id=key.id,
+    )
 
 
-@router.post("/recognize/batch", response_model=BatchAnswer)
+@router.post(
+    "/recognize/batch",
+    response_model=BatchAnswer,
+    # An image that fails has its problem in the answer, in its place: the batch is still a 200.
+    responses=problems(400, 413, 422, 503, why={400: "the body cannot be parsed"}),
+)
 async def recognize_batch(
-    files: list[UploadFile],
+    files: BatchFiles,
     resources: ResourcesDep,
     admission: AdmissionDep,
     key: CurrentKey,
@@ -52,12 +66,9 @@ async def recognize_batch(
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
 ) -> Any:
-    limit = resources.settings.api.max_batch_images
-    if len(files) > limit:
-        raise InvalidRequest(f"{len(files)} images sent; at most {limit} per batch")
     images = [await f.read() for f in files]
     results: list[RecognizeAnswer | dict[str, Any]] = []
-    async with admission.slot(len(images)):
+    async with admission.more(len(images) - 1):  # the door took one for the request
         for image in images:
             try:
                 results.append(
@@ -74,7 +85,13 @@ async def recognize_batch(
     return {"results": results}
 
 
-@router.post("/verify", response_model=VerifyAnswer)
+@router.post(
+    "/verify",
+    response_model=VerifyAnswer,
+    responses=problems(
+        *IMAGE_UPLOAD, why={422: "no face in one of the images; or the request does not validate"}
+    ),
+)
 async def verify(
     file1: UploadFile,
     file2: UploadFile,
@@ -83,17 +100,19 @@ async def verify(
     threshold: Threshold = None,
 ) -> Any:
     first, second = await file1.read(), await file2.read()
-    async with admission.slot(2):
+    async with admission.more(1):  # the door took one for the request
         return await resources.recognition.verify(first, second, threshold)
 
 
-@router.post("/detect", response_model=DetectAnswer)
+@router.post("/detect", response_model=DetectAnswer, responses=problems(*IMAGE_UPLOAD))
 async def detect(
     file: UploadFile,
     resources: ResourcesDep,
-    admission: AdmissionDep,
     max_faces: MaxFaces = None,
 ) -> Any:
     image = await file.read()
-    async with admission.slot():
-        return await resources.recognition.detect(image, max_faces)
+    return await resources.recognition.detect(image, max_faces)
+
+
+ANALYSE_IMAGES = (recognize, recognize_batch, verify, detect)
+"""Admitted at the door (:mod:`orchestrator.api.door`) as one image each, before their body."""

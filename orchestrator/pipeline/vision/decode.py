@@ -141,7 +141,24 @@ def _reduction(width: int, height: int, limits: DecodeLimits) -> int:
     return factor
 
 
-def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says, checked against the limits; nothing decoded yet."""
+
+    format: ImageFormat
+    width: int
+    height: int
+    reduction: int
+    """libjpeg's scale-down factor (1, 2, 4 or 8) the pixels will be decoded at."""
+
+    @property
+    def decoded_pixels(self) -> int:
+        """Pixels the decoder will produce (libjpeg rounds a reduced side up)."""
+        return -(-self.width // self.reduction) * -(-self.height // self.reduction)
+
+
+def read_header(data: bytes, limits: DecodeLimits = DecodeLimits()) -> ImageHeader:
+    """Format, size and decode scale from the header; every limit checked, no pixel decoded."""
     if not data:
         raise ImageError("empty image")
     if len(data) > limits.max_bytes:
@@ -157,12 +174,20 @@ def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
     if min(width, height) < limits.min_side:
         raise ImageError(f"image is {width}×{height}; the shorter side must be ≥ {limits.min_side}")
     _check_complete(data, fmt)
+    reduction = _reduction(width, height, limits) if fmt == "jpeg" else 1
+    return ImageHeader(fmt, width, height, reduction)
 
-    factor = _reduction(width, height, limits) if fmt == "jpeg" else 1
-    flags = _REDUCED_FLAGS.get(factor, cv2.IMREAD_COLOR)
+
+def decode_pixels(data: bytes, header: ImageHeader) -> DecodedImage:
+    """The pixels of an image whose header :func:`read_header` has checked."""
+    flags = _REDUCED_FLAGS.get(header.reduction, cv2.IMREAD_COLOR)
     buffer = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, flags)
     if bgr is None:
-        raise ImageError(f"corrupt {fmt.upper()} image: it could not be decoded")
+        raise ImageError(f"corrupt {header.format.upper()} image: it could not be decoded")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return DecodedImage(rgb=rgb, format=fmt, scale=1.0 / factor)
+    return DecodedImage(rgb=rgb, format=header.format, scale=1.0 / header.reduction)
+
+
+def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
+    return decode_pixels(data, read_header(data, limits))

@@ -1,0 +1,213 @@
+"""The clients of the edge measurement (``loadtests.edge``) and what each group of them got."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    return float(np.percentile(seconds, q) * 1000) if seconds else float("nan")
+
+
+@dataclass
+class Group:
+    """What one group of clients got: latency per status, timeouts, other failures."""
+
+    name: str
+    latencies: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    shed_by: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """503 latencies by who refused: the door, the pixel budget, or an upstream (Triton, search)."""
+    not_problems: int = 0
+    """Error answers whose body was not problem+json (uvicorn's own plain-text 503)."""
+    wrong: int = 0
+    """200s that did not name the expected person first."""
+    timeouts: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    checks_answers: bool = True
+    """Whether answers were checked (content type, the person named), not only timed."""
+    steady_from: float = 0.0
+    """Monotonic time after which a request counts in :attr:`steady` too (past the start-up)."""
+    steady: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def served(self) -> int:
+        return len(self.latencies.get(200, []))
+
+    def lines(self) -> list[str]:
+        def row(label: str, seconds: list[float]) -> str:
+            p50, p99 = percentile_ms(seconds, 50), percentile_ms(seconds, 99)
+            return f"{label}: {len(seconds):6d}   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms"
+
+        out = [f"  {self.name}:"]
+        for status in sorted(self.latencies):
+            out.append("    " + row(str(status), self.latencies[status]))
+            if status == 503:
+                out += ["      " + row(source, shed) for source, shed in sorted(self.shed_by.items())]
+        out.append(f"    timeouts: {self.timeouts}   other errors: {dict(self.errors) or 0}")
+        if self.checks_answers:
+            out.append(
+                f"    errors not as problem+json: {self.not_problems}   200s naming another: {self.wrong}"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What one kind of client sends, and how it behaves after a 503."""
+
+    headers: dict[str, str]
+    body: Callable[[], bytes | AsyncIterator[bytes]]
+    expected: str | None = None
+    """The person a 200 must name first."""
+    pause: float | None = None
+    """Seconds to wait after a 503 (±50 % jitter); None: its Retry-After."""
+
+
+def refused_by(response: httpx.Response) -> str:
+    """Who answered a 503, from its problem's detail."""
+    try:
+        detail = str(response.json().get("detail", ""))
+    except ValueError:
+        return "not problem+json"
+    if "images in flight" in detail:
+        return "door"
+    if "decoding this image" in detail:
+        return "pixel budget"
+    return "upstream"
+
+
+async def client_loop(
+    client: httpx.AsyncClient, traffic: Traffic, group: Group, start_in: float, deadline: float
+) -> None:
+    """One client on its own connection: send, wait for the answer, send again, until the deadline."""
+    await asyncio.sleep(start_in)
+    while time.monotonic() < deadline:
+        request = client.build_request(
+            "POST", "/v1/recognize", content=traffic.body(), headers=traffic.headers
+        )
+        started = time.perf_counter()
+        try:
+            response = await client.send(request)
+        except httpx.TimeoutException:
+            group.timeouts += 1
+            continue
+        except httpx.HTTPError as error:
+            group.errors[type(error).__name__] += 1
+            await asyncio.sleep(0.1)
+            continue
+        elapsed = time.perf_counter() - started
+        group.latencies[response.status_code].append(elapsed)
+        if time.monotonic() - elapsed >= group.steady_from:
+            group.steady[response.status_code].append(elapsed)
+        if response.status_code >= 400 and not response.headers.get("content-type", "").startswith(
+            PROBLEM_JSON
+        ):
+            group.not_problems += 1
+        if response.status_code == 200 and traffic.expected is not None:
+            faces = response.json()["faces"]
+            if not faces or not faces[0]["matches"] or faces[0]["matches"][0]["name"] != traffic.expected:
+                group.wrong += 1
+        if response.status_code == 503:
+            group.shed_by[refused_by(response)].append(elapsed)
+            pause = float(response.headers.get("retry-after", 1)) if traffic.pause is None else traffic.pause
+            # Jittered, as clients that back off should: the same pause for all would send
+            # every refused client back in one wave.
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+
+
+def raw_request(url: str, traffic: Traffic) -> bytes:
+    """The traffic's request as HTTP/1.1 bytes (its body must be bytes)."""
+    body = traffic.body()
+    assert isinstance(body, bytes)
+    host = url.removeprefix("http://")
+    head = "".join(f"{name}: {value}\r\n" for name, value in traffic.headers.items())
+    start = f"POST /v1/recognize HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len(body)}\r\n"
+    return (start + head + "\r\n").encode() + body
+
+
+async def observe(url: str, request: bytes, group: Group, deadline: float, interval: float) -> None:
+    """One request at a time in raw HTTP/1.1 on asyncio streams, ``interval`` apart.
+
+    Run in a process of its own (:func:`observed`): an httpx client costs ~1.5 ms of CPU
+    per request, and 256 of them answered in a burst queue behind each other in their
+    event loop, which counts as latency. This one costs a few ms of CPU a second and
+    shares no loop, so what it sees is what the server did.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            status = int(lines[0].split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            group.latencies[status].append(time.perf_counter() - started)
+            await asyncio.sleep(interval)
+    finally:
+        writer.close()
+
+
+OBSERVERS = 4
+"""Connections of the observer process, each one request at a time."""
+
+
+async def observed(url: str, request: bytes, deadline: float, interval: float = 0.05) -> Group:
+    """:data:`OBSERVERS` × :func:`observe` in a child process until ``deadline`` (the machine's
+    monotonic clock, which every process shares)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "loadtests.edge_clients",
+        url,
+        str(deadline),
+        str(interval),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await child.communicate(request)
+    name = f"observer (a process of its own; {OBSERVERS} raw HTTP/1.1 connections, requests 50 ms apart)"
+    group = Group(name, checks_answers=False)
+    for status, seconds in json.loads(out)["latencies"].items():
+        group.latencies[int(status)] = seconds
+    return group
+
+
+async def loop_lag(deadline: float, lags: list[float], tick: float = 0.05) -> None:
+    """How late this process's event loop wakes up: its own share of every latency it measures."""
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        await asyncio.sleep(tick)
+        lags.append(time.perf_counter() - started - tick)
+
+
+def main() -> None:
+    """``python -m loadtests.edge_clients URL DEADLINE INTERVAL`` < request: the observer."""
+    url, deadline, interval = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    group, request = Group("observer"), sys.stdin.buffer.read()
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(observe(url, request, group, deadline, interval) for _ in range(OBSERVERS)))
+
+    asyncio.run(all_of_them())
+    print(json.dumps({"latencies": group.latencies}))
+
+
+if __name__ == "__main__":
+    main()

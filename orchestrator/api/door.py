@@ -1,0 +1,99 @@
+"""The door: a request's key, and an image request's admission, settled before its body is read.
+
+FastAPI reads and parses a request's whole body before it runs any dependency, so with
+the key checked in a dependency and admission taken in the route, an unauthenticated
+client, or one past the limit, still had the server take in its upload (up to the body
+limit) first. This pure ASGI middleware finds the route itself, checks the key its router
+declares with the same dependency functions (so the same 401 and 403), and for a route
+that analyses images takes one image from :class:`~orchestrator.api.admission.Admission`.
+A refusal is answered at once, without one body byte read; the server discards the rest
+of the upload as it arrives.
+
+The routers keep their key dependencies: they declare the security in OpenAPI and hand a
+route its key (from the live view's memory, a second time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.routing import RouteContext, iter_route_contexts
+from starlette.datastructures import Headers
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orchestrator.api.admission import Admission
+from orchestrator.api.deps import admin_key, current_key
+from orchestrator.api.problems import error_response
+from orchestrator.core.errors import FacerecError
+from orchestrator.core.resources import Resources
+
+Endpoint = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What the door checks for one route."""
+
+    key: Endpoint | None
+    """The key dependency its router declares (``current_key`` or ``admin_key``), if any."""
+    images: bool
+    """Whether it analyses images, so its requests are admitted."""
+
+
+def guard_of(route: RouteContext, image_endpoints: Collection[Endpoint]) -> Guard:
+    declared = {depends.dependency for depends in getattr(route, "dependencies", ())}
+    key = admin_key if admin_key in declared else current_key if current_key in declared else None
+    return Guard(key, route.endpoint in image_endpoints)
+
+
+class Door:
+    """Pure ASGI middleware: key and admission before the body (see the module's doc)."""
+
+    def __init__(self, app: ASGIApp, admission: Admission, image_endpoints: Collection[Endpoint]) -> None:
+        self.app = app
+        self.admission = admission
+        self.image_endpoints = frozenset(image_endpoints)
+        self._routes: list[tuple[RouteContext, Guard]] | None = None
+
+    def matched(self, scope: Scope) -> tuple[RouteContext, Guard] | None:
+        """The route the router will run for this request, found in the router's order."""
+        if self._routes is None:  # every route is included before the first request
+            self._routes = [
+                (route, guard_of(route, self.image_endpoints))
+                for route in iter_route_contexts(scope["app"].routes)
+            ]
+        for route, guard in self._routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return route, guard
+        return None  # a 404, 405 or redirect: the router answers without reading a body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.matched(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        route, guard = found
+        try:
+            if guard.key is not None:
+                await self._check_key(scope, guard.key)
+            if guard.images:
+                self.admission.take()
+        except FacerecError as error:
+            scope["route"] = route.original_route  # counted in the metrics under its route
+            await error_response(error)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if guard.images:
+                self.admission.release()
+
+    async def _check_key(self, scope: Scope, needed: Endpoint) -> None:
+        resources: Resources = scope["app"].state.resources
+        key = await current_key(resources, Headers(scope=scope).get("x-api-key"))
+        if needed is admin_key:
+            await admin_key(key)

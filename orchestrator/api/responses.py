@@ -1,0 +1,98 @@
+"""The error statuses a route declares in the OpenAPI spec, each a ``Problem`` as problem+json.
+
+Routes and routers build their ``responses=`` from status codes: ``problems(404, 422)``.
+A router declares what its auth dependency can answer (401, and 403 for admin routers),
+a route what its own work can. The descriptions say when each status happens; a route may
+say it more precisely for its own case (``why={422: ...}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic.json_schema import models_json_schema
+
+from orchestrator.api.problems import PROBLEM_JSON
+from orchestrator.api.schemas import Problem
+
+REF_PREFIX = "#/components/schemas/"
+
+WHY: dict[int, str] = {
+    400: "the body cannot be parsed (not UTF-8, broken multipart), or an uploaded image is corrupt, "
+    "truncated or too small to hold a face",
+    401: "no X-API-Key header, or a key that is unknown or revoked",
+    403: "the key's role does not allow this (it needs an admin key)",
+    404: "no such id",
+    409: "the request contradicts the current state",
+    413: "the request body, or the image's pixel count, is over its limit",
+    415: "the upload is not a JPEG, PNG, WebP or BMP image",
+    422: "the request does not validate (`errors` lists each field at fault)",
+    503: "too many images in flight, or Triton or the search service cannot answer now; retry after "
+    "Retry-After seconds",
+}
+
+JSON_BODY = (400, 413, 422)
+"""A route that reads a JSON body: unparsable, too large, invalid."""
+IMAGE_UPLOAD = (400, 413, 415, 422, 503)
+"""A route that analyses an uploaded image: corrupt, too large, not an image, no face, busy."""
+
+_REQUEST_ID_HEADER = {
+    "X-Request-ID": {
+        "description": "the request's id, as in the body's request_id",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "the header that carries a key",
+            "required": True,
+            "schema": {"type": "string", "const": "X-API-Key"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "seconds to wait before trying again",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+    },
+}
+
+
+def problems(*statuses: int, why: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for these error statuses: a ``Problem`` as problem+json, with its headers."""
+    said = {**WHY, **(why or {})}
+    return {
+        status: {
+            "description": said[status],
+            "headers": {**_REQUEST_ID_HEADER, **HEADERS.get(status, {})},
+            "content": {PROBLEM_JSON: {"schema": {"$ref": REF_PREFIX + Problem.__name__}}},
+        }
+        for status in statuses
+    }
+
+
+def install(app: FastAPI) -> None:
+    """Put ``Problem`` in the spec's components, where every declared error refers.
+
+    FastAPI would only put a response ``model`` under the route's own media type
+    (application/json), so the schema is added here and the responses name it by ``$ref``.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        built = app.openapi_schema is not None
+        spec = generate()  # FastAPI's: builds the spec once, then answers the one it keeps
+        if not built:
+            _, definitions = models_json_schema(
+                [(Problem, "serialization")], ref_template=REF_PREFIX + "{model}"
+            )
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,201 @@
+"""The OpenAPI spec fuzzed against the app in-process: no 5xx, and nothing the spec does not say.
+
+Schemathesis reads /openapi.json from the real app (the harness of :mod:`tests.api.conftest`:
+SQLite gallery, fakes for Triton and the search service) and sends it what the spec allows
+and what it forbids, through ASGI, with every check it has: no server error, only
+documented statuses, content types, bodies and headers, schema-valid requests accepted and
+invalid ones refused, auth enforced (it probes each keyed route without the key and with a
+wrong one), 405 with a full ``Allow`` for undeclared methods. It does so as an admin, with a
+recognize key (admin routes: 403) and with no key or a stranger's (401).
+
+The run is fixed (a seed, derandomized, a bounded number of examples per operation), so it
+finds the same thing on every machine; on the code before ``api/params.py`` bounded ids it
+finds the 500s of a person id or offset of 2**63.
+
+What a spec cannot say: that a file part is an image. Where the body is meant to be valid,
+its files are real images (:func:`images_for_files`); the run for the upload routes keeps
+schemathesis's own bytes (empty, random, 1x1 pixel samples, PDF), which the server refuses
+with a documented 400 or 415, so there only the check that valid data is accepted is off.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.transport.serialization import Binary
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orchestrator.api.app import create_app
+from orchestrator.core.settings import Settings
+from tests.api.conftest import Api, Seeded
+
+pytestmark = pytest.mark.unit
+
+SEED = 20240612
+
+
+def fuzz(examples: int) -> settings:
+    """Generated requests per operation (the coverage phase's boundary cases come on top).
+
+    50 as an admin is what it takes to reach an id of 2**63 in a path on the old code: 30 found
+    only the offset.
+    """
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        # One app and gallery per operation, shared by its examples, as a client's session is.
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+OCTETS = "application/octet-stream"
+UPLOADS = r"^/v1/(recognize|recognize/batch|verify|detect|people/\{person_id\}/faces)$"
+
+
+def _images() -> list[bytes]:
+    """Valid images of every accepted format, at and just above the decoder's shortest side.
+
+    Small (under 1 KiB each), so that a batch of 16 stays well inside a request's size limit.
+    """
+    images = []
+    for extension, (height, width) in zip(
+        (".png", ".jpg", ".webp", ".bmp"), [(16, 16), (16, 24), (17, 16), (16, 16)], strict=True
+    ):
+        gradient = np.add.outer(np.arange(height), np.arange(width)).astype(np.uint8) * 7
+        ok, encoded = cv2.imencode(extension, np.dstack([gradient, gradient[::-1], 255 - gradient]))
+        assert ok, extension
+        images.append(encoded.tobytes())
+    return images
+
+
+IMAGES = _images()
+
+
+def images_for_files(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """The file parts of an upload meant to be valid become images (every form field here is a file).
+
+    Which image is picked from the bytes that were generated, so the run stays deterministic.
+    The case keeps the validity it was generated with: schemathesis cannot validate bytes, and
+    re-judging a body it cannot read would turn every case with an image into a negative one.
+    """
+    meta = case.meta
+    if (
+        meta is None
+        or meta.is_negative_at(ParameterLocation.BODY)
+        or case.media_type != "multipart/form-data"
+        or not isinstance(case.body, dict)
+    ):
+        return case
+
+    def image(generated: object) -> Binary:
+        data = generated.data if isinstance(generated, Binary) else str(generated).encode()
+        return Binary(IMAGES[zlib.crc32(data) % len(IMAGES)])
+
+    def part(name: str, value: object) -> object:
+        if name not in FILE_PARTS:
+            return value  # a form field the spec does not declare: the server ignores it
+        return [image(item) for item in value] if isinstance(value, list) else image(value)
+
+    case.body = {name: part(name, value) for name, value in case.body.items()}
+    meta.clear_dirty(ParameterLocation.BODY)
+    return case
+
+
+def in_process(app: ASGIApp) -> ASGIApp:
+    """The app without its lifespan (which would open Triton, search, Redis): the harness sets it up."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+
+    return serve
+
+
+# One app for the whole module, as schemathesis binds its operations to the app it loaded the
+# spec from; each test gives it the resources (and the fresh gallery) of the harness's own. Its
+# body limit is the default: the harness's 16 KiB would refuse large but valid bodies, and the
+# 413 is tested in test_problems.
+APP = create_app(Settings(data_dir=Path("unused")))
+FILE_PARTS = {
+    name
+    for schema in APP.openapi()["components"]["schemas"].values()
+    for name, field in schema.get("properties", {}).items()
+    if OCTETS in (field.get("contentMediaType"), field.get("items", {}).get("contentMediaType"))
+}
+"""The form fields that carry a file, as the spec declares them."""
+
+
+def spec_of(*, boundaries: bool = True) -> schemathesis.BaseSchema:
+    """The spec as the app serves it; ``boundaries``: with the coverage phase's edge cases."""
+    config = {
+        "seed": SEED,
+        "generation": {
+            "mode": "all",
+            "deterministic": True,
+            # The key is sent by each test (its role's); schemathesis probes without it and with
+            # a wrong one itself (ignored_auth), so it does not invent keys of its own.
+            "with-security-parameters": False,
+        },
+        "phases": {"coverage": {"enabled": boundaries}},
+    }
+    return schemathesis.openapi.from_asgi(
+        "/openapi.json", in_process(APP), config=schemathesis.config.SchemathesisConfig.from_dict(config)
+    )
+
+
+spec = spec_of()
+spec.hook("map_case")(images_for_files)
+keyless = spec_of(boundaries=False)
+uploads = spec_of().include(path_regex=UPLOADS)
+
+
+@pytest.fixture
+def served(api: Api) -> Iterator[Seeded]:
+    """The module's app serving the gallery and fakes of this test's harness."""
+    APP.state.resources = api.app.state.resources
+    try:
+        yield api.seeded
+    finally:
+        del APP.state.resources
+
+
+@spec.parametrize()
+@fuzz(examples=50)
+def test_an_admin_gets_only_what_the_spec_says(served: Seeded, case: schemathesis.Case) -> None:
+    case.call_and_validate(headers={"X-API-Key": served.admin_key})
+
+
+@spec.parametrize()
+@fuzz(examples=20)
+def test_a_recognize_key_gets_only_what_the_spec_says(served: Seeded, case: schemathesis.Case) -> None:
+    """Admin routes answer 403, which their routers declare; the rest as for an admin."""
+    case.call_and_validate(headers={"X-API-Key": served.recognize_key})
+
+
+@keyless.parametrize()
+@fuzz(examples=5)
+def test_without_a_valid_key_only_the_probes_answer(served: Seeded, case: schemathesis.Case) -> None:
+    """A keyed route answers a documented 401 (with WWW-Authenticate), keyless or to a stranger."""
+    case.call_and_validate()
+    case.call_and_validate(headers={"X-API-Key": "frk_" + "A" * 43})
+
+
+@uploads.parametrize()
+@fuzz(examples=25)
+def test_uploads_that_are_not_images_get_a_documented_refusal(
+    served: Seeded, case: schemathesis.Case
+) -> None:
+    case.call_and_validate(
+        headers={"X-API-Key": served.admin_key}, excluded_checks=[positive_data_acceptance]
+    )

@@ -1,0 +1,113 @@
+"""What the OpenAPI spec declares: each route's statuses, every error a Problem as problem+json.
+
+The table below is the contract a client reads; ``test_fuzz`` checks that the server keeps it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import Api
+
+pytestmark = pytest.mark.unit
+
+PROBLEM_JSON = "application/problem+json"
+AUTH = {401}
+ADMIN = {401, 403}
+JSON_BODY = {400, 413, 422}
+IMAGE = {400, 413, 415, 422, 503}
+
+STATUSES: dict[tuple[str, str], set[int]] = {
+    ("GET", "/health/live"): {200},
+    ("GET", "/health/ready"): {200, 503},
+    ("GET", "/health/detailed"): {200, 503} | AUTH,
+    ("GET", "/v1/people"): {200, 422} | AUTH,
+    ("GET", "/v1/people/{person_id}"): {200, 404, 422} | AUTH,
+    ("GET", "/v1/people/{person_id}/faces"): {200, 404, 422} | AUTH,
+    ("POST", "/v1/recognize"): {200} | IMAGE | AUTH,
+    ("POST", "/v1/recognize/batch"): {200, 400, 413, 422, 503} | AUTH,
+    ("POST", "/v1/verify"): {200} | IMAGE | AUTH,
+    ("POST", "/v1/detect"): {200} | IMAGE | AUTH,
+    ("POST", "/v1/people"): {201, 409} | JSON_BODY | ADMIN,
+    ("PATCH", "/v1/people/{person_id}"): {200, 404, 409} | JSON_BODY | ADMIN,
+    ("DELETE", "/v1/people/{person_id}"): {204, 404, 422} | ADMIN,
+    ("POST", "/v1/people/{person_id}/faces"): {201, 404} | IMAGE | ADMIN,
+    ("DELETE", "/v1/faces/{face_id}"): {204, 404, 422} | ADMIN,
+    ("GET", "/v1/keys"): {200} | ADMIN,
+    ("POST", "/v1/keys"): {201} | JSON_BODY | ADMIN,
+    ("DELETE", "/v1/keys/{key_id}"): {204, 404, 422} | ADMIN,
+    ("GET", "/v1/models"): {200, 503} | ADMIN,
+    ("POST", "/v1/models/rollouts"): {202, 409} | JSON_BODY | ADMIN,
+    ("GET", "/v1/models/rollouts/{rollout_id}"): {200, 404, 422} | ADMIN,
+    ("POST", "/v1/models/rollouts/{rollout_id}/rollback"): {202, 404, 409, 422} | ADMIN,
+}
+"""Every status each route can answer: its success, its auth (401, 403 on admin routes), 404
+for an id, 409 for a conflict, 400/413/415/422 for a body, 503 where Triton, the search
+service or admission can refuse. 405 and 500 belong to no route and are left out."""
+
+
+async def spec_of(api: Api) -> dict[str, Any]:
+    async with api.client() as anonymous:
+        answer = await anonymous.get("/openapi.json")
+    assert answer.status_code == 200, answer.text
+    spec: dict[str, Any] = answer.json()
+    return spec
+
+
+def operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): operation
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+    }
+
+
+async def test_each_route_declares_the_statuses_it_can_answer(api: Api) -> None:
+    declared = {
+        route: {int(status) for status in operation["responses"]}
+        for route, operation in operations(await spec_of(api)).items()
+    }
+    assert declared == STATUSES
+
+
+async def test_every_error_is_a_problem_with_its_headers(api: Api) -> None:
+    spec = await spec_of(api)
+    assert {"Problem", "InvalidField"} <= spec["components"]["schemas"].keys()
+    assert "HTTPValidationError" not in spec["components"]["schemas"], "a route left FastAPI's own 422"
+    for (method, path), operation in operations(spec).items():
+        for status, response in operation["responses"].items():
+            if int(status) < 400 or (path.startswith("/health/") and status == "503"):
+                continue
+            where = f"{method} {path} {status}"
+            assert response["content"] == {
+                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }, where
+            headers = response["headers"]
+            assert headers["X-Request-ID"]["required"], where
+            if status == "401":
+                assert headers["WWW-Authenticate"]["required"], where
+            if status == "503":
+                assert headers["Retry-After"]["required"], where
+
+
+async def test_a_problem_as_answered_matches_its_schema(api: Api, admin: httpx.AsyncClient) -> None:
+    problem = (await spec_of(api))["components"]["schemas"]["Problem"]
+    answer = (await admin.post("/v1/people", json={"name": "  "})).json()
+    assert answer.keys() <= problem["properties"].keys()
+    assert set(problem["required"]) <= answer.keys()
+    assert answer["errors"][0]["loc"] == ["body", "name"]
+
+
+async def test_a_405_names_every_method_of_the_path(admin: httpx.AsyncClient) -> None:
+    """RFC 9110: ``Allow`` lists all of them, though routers of two roles share the path."""
+    for path, methods in [
+        ("/v1/people", {"GET", "POST"}),
+        ("/v1/people/1", {"GET", "PATCH", "DELETE"}),
+        ("/v1/keys", {"GET", "POST"}),
+    ]:
+        answer = await admin.put(path)
+        assert answer.status_code == 405, answer.text
+        assert {method.strip() for method in answer.headers["allow"].split(",")} == methods, path

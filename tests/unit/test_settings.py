@@ -1,0 +1,59 @@
+"""The orchestrator's settings: secrets long enough, refused without being echoed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.core.settings import MIN_SECRET_CHARS, Settings
+from search_service.settings import SearchSettings
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def no_facerec_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FACEREC_ADMIN_KEY", "FACEREC_SEARCH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("name", ["FACEREC_ADMIN_KEY", "FACEREC_SEARCH_TOKEN"])
+@pytest.mark.parametrize("value", ["", "frk_short", "x" * (MIN_SECRET_CHARS - 1), " " * 30 + "abc"])
+def test_a_short_secret_is_refused_without_echoing_it(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=f"{name} must be at least 24 characters") as error:
+        Settings()
+    if value.strip():
+        assert value.strip() not in str(error.value)
+
+
+def test_secrets_of_24_characters_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEREC_ADMIN_KEY", "k" * MIN_SECRET_CHARS)
+    monkeypatch.setenv("FACEREC_SEARCH_TOKEN", "t" * MIN_SECRET_CHARS)
+    settings = Settings()
+    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "k" * 24
+    assert settings.search_token is not None
+    # One variable feeds both sides of the search service's token.
+    assert SearchSettings().token == settings.search_token
+
+
+def test_facerec_refuses_to_start_with_a_short_admin_key(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "orchestrator", "--data-dir", str(tmp_path)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "FACEREC_ADMIN_KEY": "frk_too-short"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "FACEREC_ADMIN_KEY must be at least 24 characters" in done.stderr
+    assert "Traceback" not in done.stderr and "frk_too-short" not in done.stderr + done.stdout
+    assert not list(tmp_path.iterdir()), "nothing is started or written"
