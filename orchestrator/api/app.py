@@ -140,9 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics)
     problems.install(app)
     responses.install(app)
-    # Each router declares its path prefix and the role it needs. Where one path has
-    # routers of both roles, the admin one comes first: a 405 names the methods of the
-    # first route that has the path.
+    # Each router declares its path prefix and the role it needs.
     routers = (
         people.admin_router,
         people.router,
