@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from search_service.auth import TokenCheck
@@ -28,6 +28,8 @@ from search_service.schema import (
     Deleted,
     DeleteVectors,
     Health,
+    IdPage,
+    IdsQuery,
     SearchRequest,
     SearchResults,
 )
@@ -170,6 +172,12 @@ def create_app(settings: SearchSettings) -> FastAPI:
         # Built by hand: response-model validation of many hits costs more than FAISS.
         results = [[{"id": i, "score": s} for i, s in row] for row in hits]
         return JSONResponse({"results": results})
+
+    @collections.get("/{name}/ids", response_model=IdPage)
+    async def list_ids(query: Annotated[IdsQuery, Query()], collection: CollectionDep) -> IdPage:
+        ids, more = await collection.ids(query.after, query.limit)
+        listed = ids.tolist()
+        return IdPage(ids=listed, next_after=listed[-1] if more else None)
 
     app.include_router(collections)
 

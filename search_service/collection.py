@@ -179,6 +179,13 @@ class Collection:
             return await self._replica.search(queries, k)
         return await self._in_pool(self.state.search, queries, k)
 
+    async def ids(self, after: int, limit: int) -> tuple[IdArray, bool]:
+        """The smallest ``limit`` ids above ``after``, ascending (k,), and whether more
+        follow; from the primary, which a device replica only mirrors."""
+        if self._closed:
+            raise NotFound(f"collection {self.name!r} does not exist")
+        return await self._in_pool(self.state.ids_after, after, limit)
+
     async def _update_replica(self, ids: IdArray, vectors: Matrix, *, rebuild: bool) -> None:
         assert self._replica is not None
         try:

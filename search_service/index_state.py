@@ -48,6 +48,18 @@ class IndexState:
         live = self.live
         return ids[np.fromiter((i in live for i in ids.tolist()), bool, ids.size)]
 
+    def ids_after(self, after: int, limit: int) -> tuple[IdArray, bool]:
+        """The smallest ``limit`` live ids above ``after``, ascending (k,), and whether
+        more follow."""
+        # The read side keeps a writer from resizing the set while it is copied.
+        with self.lock.read():
+            ids = np.fromiter(self.live, np.int64, len(self.live))
+        ids = ids[ids > after]
+        more = ids.size > limit
+        if more:
+            ids = np.partition(ids, limit - 1)[:limit]
+        return np.sort(ids), more
+
     def add(self, ids: IdArray, vectors: Matrix) -> bool:
         """Add unit ``vectors`` (n, dim) under new ``ids`` (n,); True if the index object
         was replaced (an ivf collection just trained)."""

@@ -19,6 +19,7 @@ VectorId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 #: (n, dim) floats, or base64 of little-endian float32 (n * dim values, row-major).
 Vectors = list[list[float]] | str
 MAX_K = 1024
+MAX_IDS_PAGE = 100_000
 
 
 class _Model(BaseModel):
@@ -75,6 +76,25 @@ class SearchResults(_Model):
     """One list per query, best first (highest cosine), at most ``k`` hits each."""
 
     results: list[list[Hit]]
+
+
+class IdsQuery(_Model):
+    """Query of ``GET /collections/{name}/ids``: at most ``limit`` ids above ``after``."""
+
+    after: int = Field(default=-1, ge=-1, le=2**63 - 1)
+    limit: int = Field(default=10_000, ge=1, le=MAX_IDS_PAGE)
+
+
+class IdPage(_Model):
+    """A collection's ids above the query's ``after``, ascending. ``next_after`` is the
+    ``after`` of the next page, null on the last one.
+
+    Each page is read at one instant; a walk over several is not a snapshot: an id
+    written between two pages is listed only if it lies above the cursor.
+    """
+
+    ids: list[int]
+    next_after: int | None
 
 
 class CollectionInfo(_Model):

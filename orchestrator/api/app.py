@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import cv2
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from orchestrator.api.door import Door
 from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from orchestrator.api.request_context import RequestContext
 from orchestrator.api.routes import health, keys, metrics, models, people, recognize
+from orchestrator.api.shutdown import CloseWhileDraining, Draining
 from orchestrator.clients.search import SearchClient
 from orchestrator.clients.triton import TritonModels
 from orchestrator.clients.triton_control import ModelControl
@@ -27,10 +29,10 @@ from orchestrator.core.settings import Settings
 from orchestrator.db.engine import default_database_url, make_engine, migrate
 from orchestrator.db.gallery import Gallery
 from orchestrator.gallery.enrolment import Enrolment
-from orchestrator.gallery.index_sync import reconcile
 from orchestrator.gallery.live_view import LiveView
+from orchestrator.gallery.model_keeper import ensure_live_versions, keep_live_versions, live_versions
 from orchestrator.gallery.rollout import RolloutRunner
-from orchestrator.pipeline.face_pipeline import EMBEDDER, FacePipeline
+from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.pipeline.memory_budget import PixelBudget
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.recognition.log_writer import RecognitionLogWriter
@@ -46,17 +48,15 @@ Authenticate with an `X-API-Key` header. Roles: `admin` (everything) and `recogn
 """
 
 
-async def serve_live_versions(gallery: Gallery, control: ModelControl) -> None:
-    """A restarted Triton loads what its config on disk says; make it serve what is live."""
-    state = await asyncio.to_thread(gallery.state)
-    wanted = {
-        state.active_model_version,
-        *([state.pending_model_version] if state.pending_model_version else []),
-    }
-    served = set(await control.served_versions(EMBEDDER))
-    if not wanted <= served:
-        log.info("loading %s versions %s (serving %s)", EMBEDDER, sorted(wanted), sorted(served))
-        await control.serve_versions(EMBEDDER, wanted | served)
+def background(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str) -> None:
+    """Run ``work`` for as long as the app; cancelled (and awaited) when the app stops."""
+    task = asyncio.create_task(work, name=name)
+
+    async def cancel() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    stack.push_async_callback(cancel)
 
 
 @asynccontextmanager
@@ -96,17 +96,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await recognition_log.start()
         stack.push_async_callback(recognition_log.close)
         control = ModelControl(
-            settings.triton_grpc_url, settings.triton_metrics_url, settings.triton.timeout_s
+            settings.triton_control_urls, settings.triton_metrics_url, settings.triton.timeout_s
         )
         stack.push_async_callback(control.close)
         rollouts = RolloutRunner(
-            gallery, search, pipeline, control, settings.embedding_dim, settings.rollout, live
+            gallery,
+            search,
+            pipeline,
+            control,
+            settings.embedding_dim,
+            settings.rollout,
+            live,
+            settings.triton_repository,
         )
-        stack.push_async_callback(rollouts.wait)
-        await rollouts.recover()
-        await serve_live_versions(gallery, control)
-        reconciliation = await reconcile(gallery, search, pipeline, settings.embedding_dim)
+        stack.push_async_callback(rollouts.close)
+        await ensure_live_versions(control, live_versions(await asyncio.to_thread(gallery.state)))
+        background(stack, rollouts.watch(), "rollout takeover")
+        reconciliation = await rollouts.reconcile()
         log.info("gallery reconciled: %s", reconciliation)
+        background(stack, keep_live_versions(gallery, control, settings.triton.check_s), "model keeper")
         app.state.resources = Resources(
             settings=settings,
             gallery=gallery,
@@ -158,4 +166,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(Door, admission=app.state.admission, image_endpoints=image_endpoints)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContext, max_body_bytes=settings.api.max_body_bytes)
+    app.state.draining = Draining()
+    app.add_middleware(CloseWhileDraining, draining=app.state.draining)
     return app

@@ -125,7 +125,7 @@ class DependencyCheck(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
-    checks: dict[str, DependencyCheck] = Field(description="triton, search, database")
+    checks: dict[str, DependencyCheck] = Field(description="triton, search, database, shutdown")
 
 
 class DetailedHealth(BaseModel):

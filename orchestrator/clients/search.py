@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from search_service.checksum import combine_checksums
-from search_service.schema import CollectionInfo, CollectionSpec, Health, Hit
+from search_service.schema import MAX_IDS_PAGE, CollectionInfo, CollectionSpec, Health, Hit, IdPage
 from search_service.vectors import encode_vectors
 
 T = TypeVar("T")
@@ -101,10 +101,12 @@ class SearchClient:
     ) -> None:
         await self.aclose()
 
-    async def _call(self, shard: int, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _call(
+        self, shard: int, method: str, path: str, json: Any = None, params: dict[str, int] | None = None
+    ) -> httpx.Response:
         client = self._shards[shard]
         try:
-            response = await client.request(method, path, json=json)
+            response = await client.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:  # includes timeouts
             raise SearchUnavailable(
                 503, {"title": type(exc).__name__, "detail": str(exc)}, str(client.base_url)
@@ -178,6 +180,27 @@ class SearchClient:
             [[Hit(id=h["id"], score=h["score"]) for h in row] for row in a.json()["results"]] for a in answers
         ]
         return merge_hits(per_shard, k)
+
+    async def ids(self, name: str, *, page: int = MAX_IDS_PAGE) -> npt.NDArray[np.int64]:
+        """Every id of the collection over all shards, ascending: (n,) int64.
+
+        Each shard is walked ``page`` ids at a time. Not a snapshot: an id written during
+        the walk may be missing, or present although deleted meanwhile.
+        """
+
+        async def walk(shard: int) -> list[npt.NDArray[np.int64]]:
+            pages, after = [], -1
+            while True:
+                params = {"after": after, "limit": page}
+                answer = await self._call(shard, "GET", f"/collections/{name}/ids", params=params)
+                listed = IdPage.model_validate_json(answer.content)
+                pages.append(np.array(listed.ids, dtype=np.int64))
+                if listed.next_after is None:
+                    return pages
+                after = listed.next_after
+
+        per_shard = await self._all([walk(s) for s in range(self.shard_count)])
+        return np.sort(np.concatenate([ids for pages in per_shard for ids in pages]))
 
     async def info(self, name: str) -> CollectionInfo:
         """The collection over all shards: summed count, combined checksum."""

@@ -13,6 +13,8 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     Field,
+    NonNegativeFloat,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationInfo,
@@ -30,11 +32,22 @@ MIN_SECRET_CHARS = 24
 class TritonSettings(BaseModel):
     url: str | None = None
     """gRPC address host:port; default: the local Triton beside ``FACEREC_PORT``."""
+    control_urls: list[str] = []
+    """gRPC host:port of every Triton, for model control (load, unload); an entry whose host
+    resolves to several addresses (a Kubernetes headless Service) stands for all of them,
+    resolved at each use since replicas come and go. Default: ``[url]``."""
     timeout_s: float = 10.0
     metrics_url: str | None = None
-    """Triton's Prometheus endpoint (queue lengths for draining); default beside ``FACEREC_PORT``."""
+    """Triton's Prometheus endpoint (queue lengths for draining); default beside ``FACEREC_PORT``.
+    Its host may be a headless name too: a drain then waits on every address (same port and path)."""
     env_dir: Path | None = None
     """Triton's own Python environment; default ``<data dir>/triton-env``."""
+    repository: Path | None = None
+    """Triton's model repository as this process sees it (rollouts write the live version
+    policy into ``<repository>/<model>/config.pbtxt``); default ``<data dir>/models/repository/cpu``."""
+    check_s: PositiveFloat = 5.0
+    """How often every Triton is checked for the live embedder versions (one that restarted
+    without them gets them loaded again)."""
 
 
 class ApiSettings(BaseModel):
@@ -52,6 +65,10 @@ class ApiSettings(BaseModel):
     """uvicorn's own bound on open connections and running requests: past it uvicorn answers
     a plain-text 503 before the app sees the request. A backstop, kept far above
     ``max_concurrent_images`` so that overload is answered by the app (problem+json)."""
+    shutdown_drain_s: NonNegativeFloat = 0.0
+    """On SIGTERM, keep serving this long with ``/health/ready`` at 503 and ``Connection:
+    close`` on every answer, before shutting down: behind a load balancer, long enough for
+    it to take the replica out of rotation (the Kubernetes manifest sets 5)."""
     cpu_workers: int = 4
     """Threads for decode/align work, off the event loop."""
     default_top_k: int = 5
@@ -78,6 +95,9 @@ class RolloutSettings(BaseModel):
     """Stored crops re-embedded per Triton request."""
     grace_s: float = 2.0
     """After the switch and the old version's queue is empty, wait this long before unloading."""
+    lease_s: PositiveFloat = 15.0
+    """A rollout's owner renews its lease every third of this; a rollout whose lease has
+    run out (its process died) is taken over by another replica within a third of it."""
 
 
 class Settings(BaseSettings):
@@ -137,6 +157,14 @@ class Settings(BaseSettings):
     @property
     def triton_metrics_url(self) -> str:
         return self.triton.metrics_url or f"http://127.0.0.1:{self.port + 3}/metrics"
+
+    @property
+    def triton_control_urls(self) -> list[str]:
+        return self.triton.control_urls or [self.triton_grpc_url]
+
+    @property
+    def triton_repository(self) -> Path:
+        return self.triton.repository or self.models_dir / "repository" / "cpu"
 
     @property
     def search_port(self) -> int:

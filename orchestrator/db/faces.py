@@ -9,7 +9,7 @@ from typing import cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Row, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
 from sqlmodel import col
@@ -35,6 +35,22 @@ def _vector_bytes(embedding: ArrayLike) -> tuple[bytes, int]:
     if vector.ndim != 1 or vector.size == 0 or not np.isfinite(vector).all():
         raise ValueError(f"an embedding is a finite 1-D vector, got shape {vector.shape}")
     return vector.tobytes(), int(vector.size)
+
+
+def _stacked(
+    model_version: str, rows: Sequence[Row[int, bytes, int]]
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """(face id, embedding bytes, dim) rows → ids [n] int64, vectors [n, D] float32;
+    shapes [0] and [0, 0] without rows."""
+    ids = np.array([row[0] for row in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.empty((0, 0), dtype=np.float32)
+    dims = {row[2] for row in rows}
+    if len(dims) != 1:
+        raise ValueError(f"version {model_version!r} mixes dimensions {sorted(dims)}")
+    blob = b"".join(row[1] for row in rows)
+    vectors = np.frombuffer(blob, dtype=EMBEDDING_DTYPE).reshape(len(rows), dims.pop())
+    return ids, vectors.astype(np.float32)  # a writable copy in native byte order
 
 
 def _public(face: Face) -> FacePublic:
@@ -151,15 +167,27 @@ class Faces(Store):
                 .order_by(col(FaceEmbedding.face_id))
                 .limit(limit)
             ).all()
-        ids = np.array([row[0] for row in rows], dtype=np.int64)
-        if not rows:
-            return ids, np.empty((0, 0), dtype=np.float32)
-        dims = {row[2] for row in rows}
-        if len(dims) != 1:
-            raise ValueError(f"version {model_version!r} mixes dimensions {sorted(dims)}")
-        blob = b"".join(row[1] for row in rows)
-        vectors = np.frombuffer(blob, dtype=EMBEDDING_DTYPE).reshape(len(rows), dims.pop())
-        return ids, vectors.astype(np.float32)  # a writable copy in native byte order
+        return _stacked(model_version, rows)
+
+    def embeddings_of(
+        self, model_version: str, ids: ArrayLike
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The embeddings of a version of those face ``ids`` [n] that have one.
+
+        Returns ids [m] int64 ascending (without repeats) and vectors [m, D] float32, as
+        :meth:`embeddings` does; ids without such an embedding are left out.
+        """
+        wanted = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist()
+        rows: list[Row[int, bytes, int]] = []
+        with self._reading() as session:
+            for chunk in chunks(wanted):
+                rows += session.execute(
+                    select(col(FaceEmbedding.face_id), col(FaceEmbedding.embedding), col(FaceEmbedding.dim))
+                    .where(col(FaceEmbedding.model_version) == model_version)
+                    .where(col(FaceEmbedding.face_id).in_(chunk))
+                    .order_by(col(FaceEmbedding.face_id))
+                ).all()
+        return _stacked(model_version, rows)
 
     def face_ids(self, model_version: str) -> NDArray[np.int64]:
         """All face ids with an embedding of this version, ascending."""
@@ -171,15 +199,21 @@ class Faces(Store):
             ).all()
         return np.array(ids, dtype=np.int64)
 
-    def crops(self, after_id: int = 0, limit: int = 256) -> list[tuple[int, bytes]]:
-        """(face id, aligned crop PNG) with face id > ``after_id``, ascending: for re-embedding."""
+    def crops(
+        self, after_id: int = 0, limit: int = 256, *, unembedded_by: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        """(face id, aligned crop PNG) with face id > ``after_id``, ascending: for re-embedding.
+
+        With ``unembedded_by``, only faces that have no embedding of that version yet.
+        """
+        query = select(FACE_ID, col(Face.crop_png)).where(col(Face.id) > after_id)
+        if unembedded_by is not None:
+            embedded = select(col(FaceEmbedding.face_id)).where(
+                col(FaceEmbedding.face_id) == FACE_ID, col(FaceEmbedding.model_version) == unembedded_by
+            )
+            query = query.where(~embedded.exists())
         with self._reading() as session:
-            rows = session.execute(
-                select(FACE_ID, col(Face.crop_png))
-                .where(col(Face.id) > after_id)
-                .order_by(col(Face.id))
-                .limit(limit)
-            ).all()
+            rows = session.execute(query.order_by(col(Face.id)).limit(limit)).all()
         return [(int(face_id), bytes(png)) for face_id, png in rows]
 
     def add_embeddings(self, model_version: str, ids: ArrayLike, vectors: ArrayLike) -> int:

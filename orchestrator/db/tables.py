@@ -260,6 +260,8 @@ RolloutState = Literal[
     "pending", "loading", "reembedding", "switching", "draining", "done", "failed", "rolled_back"
 ]
 ROLLOUT_FINISHED: tuple[RolloutState, ...] = ("done", "failed", "rolled_back")
+RolloutKind = Literal["rollout", "rebuild"]
+"""``rebuild``: the live version into a new collection from the stored embeddings (a repair)."""
 
 
 class Rollout(DbModel, table=True):
@@ -272,21 +274,35 @@ class Rollout(DbModel, table=True):
     to_version: str = Field(max_length=64)
     collection: str = Field(max_length=200)
     """The search collection built for ``to_version``."""
+    from_collection: str = Field(default="", max_length=200)
+    """The live collection when it started: where an undo goes back to."""
+    kind: str = Field(default="rollout", max_length=16)
+    reverses: int | None = None
+    """The finished rollout this one reverses: marked ``rolled_back`` when this is done."""
     state: str = Field(default="pending", max_length=16)
     progress: float = Field(default=0.0, sa_type=Double)
     error: str | None = Field(default=None, max_length=2000)
+    owner: str | None = Field(default=None, max_length=200)
+    """The orchestrator process running it (host:pid:nonce)."""
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    """Renewed by its owner while it runs; once past, any replica may take it over."""
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
 class RolloutPublic(DbModel):
     rollout_id: int
+    kind: RolloutKind
     from_version: str
     to_version: str
     collection: str
+    from_collection: str
+    reverses: int | None
     state: RolloutState
     progress: float
     error: str | None
+    owner: str | None
+    lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
 

@@ -19,7 +19,8 @@ import numpy as np
 from orchestrator.clients.search import SearchClient, SearchServiceError
 from orchestrator.core.errors import FaceCountError, FacerecError, UpstreamUnavailable
 from orchestrator.db.gallery import Gallery
-from orchestrator.gallery.index_sync import put_vectors
+from orchestrator.db.tables import GalleryStatePublic
+from orchestrator.gallery.index_sync import is_duplicate, put_vectors
 from orchestrator.pipeline.face_pipeline import FacePipeline, ModelVersions
 from orchestrator.runtime import failpoints
 
@@ -68,13 +69,13 @@ class Enrolment:
         try:
             await self.search.add(state.active_collection, [stored.face_id], face.embedding[None])
         except SearchServiceError as error:
-            # Undo the database row: an acknowledged enrolment must be in both or neither.
-            await asyncio.to_thread(self.gallery.delete_face, stored.face_id)
-            raise UpstreamUnavailable(f"search service: {error}") from error
+            # A repair (``repair_in_place``) found the new row first and added it: it is in.
+            if not is_duplicate(error):
+                # Undo the database row: an acknowledged enrolment must be in both or neither.
+                await asyncio.to_thread(self.gallery.delete_face, stored.face_id)
+                raise UpstreamUnavailable(f"search service: {error}") from error
         if state.pending_model_version and state.pending_collection:
-            await self._dual_write(
-                stored.face_id, face.crop, state.pending_model_version, state.pending_collection
-            )
+            await self._dual_write(stored.face_id, face.crop, face.embedding, state)
         await asyncio.to_thread(self.gallery.bump_generation)
         return {
             "face_id": stored.face_id,
@@ -84,11 +85,18 @@ class Enrolment:
             "quality": face.quality,
         }
 
-    async def _dual_write(self, face_id: int, crop: np.ndarray, version: str, collection: str) -> None:
-        """During a rollout a new face also goes to the collection being built."""
+    async def _dual_write(
+        self, face_id: int, crop: np.ndarray, embedding: np.ndarray, state: GalleryStatePublic
+    ) -> None:
+        """During a rollout (or a rebuild) a new face also goes to the collection being built."""
+        version, collection = state.pending_model_version, state.pending_collection
+        assert version is not None and collection is not None
         try:
-            vector = await self.pipeline.embed_crops(crop[None], version)
-            await asyncio.to_thread(self.gallery.add_embeddings, version, [face_id], vector)
+            if version == state.active_model_version:  # a rebuild: the embedding is the same
+                vector = embedding[None]
+            else:
+                vector = await self.pipeline.embed_crops(crop[None], version)
+                await asyncio.to_thread(self.gallery.add_embeddings, version, [face_id], vector)
             await put_vectors(self.search, collection, [face_id], vector)
         except (SearchServiceError, FacerecError) as error:
             # Not fatal: the rollout embeds every face still missing before it switches.

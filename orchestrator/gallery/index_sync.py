@@ -1,8 +1,10 @@
 """The search index kept in step with the database, which is the truth.
 
-``reconcile`` compares a collection's checksum with the database's face ids and rebuilds
-it from the stored embeddings when they differ; ``embed_missing`` embeds stored crops that
-lack an embedding of a version (a rollout, or a face enrolled across a switch).
+``reconcile`` compares the live collection with the database's face ids (a disagreement is
+repaired by a rebuild into a new collection: :meth:`RolloutRunner.reconcile`);
+``repair_in_place`` makes a collection agree without ever emptying it; ``embed_missing``
+embeds stored crops that lack an embedding of a version (a rollout, or a face enrolled
+across a switch).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from orchestrator.clients.search import SearchClient
+from orchestrator.clients.search import SearchClient, SearchServiceError
 from orchestrator.db.gallery import Gallery
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from search_service.checksum import checksum_of_ids
@@ -38,9 +40,29 @@ def decode_crops(pngs: list[bytes]) -> np.ndarray:
 
 
 async def put_vectors(search: SearchClient, collection: str, ids: list[int], vectors: np.ndarray) -> None:
-    """An add that tolerates ids already present: a rollout pass and a dual write may both add a face."""
-    await search.delete(collection, ids)
-    await search.add(collection, ids, vectors)
+    """Add ``vectors`` [n, D] under ``ids``; an id already there is left as it is.
+
+    A rollout pass, an enrolment's dual write and a repair may each add the same face at
+    once, always with its embedding by the collection's version: whichever lands first is
+    right. Never a delete, so a face that is there stays answerable.
+    """
+    try:
+        await search.add(collection, ids, vectors)
+    except SearchServiceError as error:
+        if not is_duplicate(error):
+            raise
+        # The clashing batch was refused whole: again one by one, skipping those present.
+        for row, face_id in enumerate(ids):
+            try:
+                await search.add(collection, [face_id], vectors[row : row + 1])
+            except SearchServiceError as clash:
+                if not is_duplicate(clash):
+                    raise
+
+
+def is_duplicate(error: SearchServiceError) -> bool:
+    """The search service refused an add because an id is in the collection already."""
+    return error.status == 409 and str(error.problem.get("type", "")).endswith(":duplicate-ids")
 
 
 async def embed_missing(
@@ -56,32 +78,30 @@ async def embed_missing(
     """Embed with ``version`` every stored crop that has no ``version`` embedding yet.
 
     Writes the embeddings to the database and, when ``collection`` is given, to that
-    collection. Repeats until none is missing, since faces may be enrolled meanwhile.
-    Returns how many faces were embedded.
+    collection. Passes over the faces until one finds none missing, since faces may be
+    enrolled meanwhile; each pass reads only the faces still missing, so one written by
+    the enrolment's dual write is never embedded twice. Returns how many were embedded.
     """
     embedded = 0
     while True:
         total = await asyncio.to_thread(gallery.count_faces)
-        done = set((await asyncio.to_thread(gallery.face_ids, version)).tolist())
-        if len(done) >= total:
-            return embedded
-        after = 0
-        while page := await asyncio.to_thread(gallery.crops, after, batch):
+        had = len(await asyncio.to_thread(gallery.face_ids, version))
+        after, this_pass = 0, 0
+        while page := await asyncio.to_thread(gallery.crops, after, batch, unembedded_by=version):
             after = page[-1][0]
-            todo = [(face_id, png) for face_id, png in page if face_id not in done]
-            if not todo:
-                continue
-            ids = [face_id for face_id, _ in todo]
+            ids = [face_id for face_id, _ in page]
             vectors = await pipeline.embed_crops(
-                await asyncio.to_thread(decode_crops, [p for _, p in todo]), version
+                await asyncio.to_thread(decode_crops, [png for _, png in page]), version
             )
             await asyncio.to_thread(gallery.add_embeddings, version, ids, vectors)
             if collection is not None and search is not None:
                 await put_vectors(search, collection, ids, vectors)
-            done.update(ids)
-            embedded += len(ids)
+            this_pass += len(ids)
             if progress is not None:
-                await progress(len(done), total)
+                await progress(min(had + this_pass, total), total)
+        embedded += this_pass
+        if this_pass == 0:
+            return embedded
 
 
 @dataclass(frozen=True)
@@ -90,49 +110,93 @@ class Reconciliation:
     database_checksum: str
     index_checksum: str
     rebuilt: bool
+    disagreeing: int = 0
+    """Faces missing from the collection or extra in it, that stayed so while writes settled."""
 
 
 async def ensure_collection(search: SearchClient, name: str, dim: int) -> None:
     await search.create_collection(name, CollectionSpec(dim=dim))
 
 
-async def rebuild(gallery: Gallery, search: SearchClient, name: str, model_version: str, dim: int) -> int:
-    """Drop the collection and refill it from the database's embeddings of ``model_version``."""
-    await search.drop_collection(name)
-    await ensure_collection(search, name, dim)
-    after, total = 0, 0
-    while True:
-        ids, vectors = await asyncio.to_thread(gallery.embeddings, model_version, after, PAGE)
-        if len(ids) == 0:
-            return total
-        await search.add(name, ids, vectors)
-        total += len(ids)
-        after = int(ids[-1])
+async def disagreement(gallery: Gallery, search: SearchClient, collection: str, version: str) -> set[int]:
+    """Face ids in only one of the collection and the database (embeddings of ``version``).
+
+    The collection is listed first: every write reaches the database before the index, so
+    a face enrolled between the two reads shows as missing, never as a phantom extra.
+    """
+    listed = await search.ids(collection)
+    stored = await asyncio.to_thread(gallery.face_ids, version)
+    return set(np.setxor1d(listed, stored).tolist())
 
 
 async def reconcile(
-    gallery: Gallery, search: SearchClient, pipeline: FacePipeline, dim: int
+    gallery: Gallery, search: SearchClient, pipeline: FacePipeline, dim: int, settle_s: float = 2.0
 ) -> Reconciliation:
-    """Compare the active collection with the database; rebuild it from the database if they differ.
+    """Compare the active collection with the database; changes nothing in the collection.
 
     Faces without an embedding of the active version (one enrolled across a switch) are
-    embedded from their stored crops first, so none is left out of the rebuilt index.
+    embedded from their stored crops first. Other replicas may be writing meanwhile: a
+    difference counts only if it is still there ``settle_s`` later, once writes in flight
+    have reached the index.
     """
     state = await asyncio.to_thread(gallery.state)
-    await ensure_collection(search, state.active_collection, dim)
-    await embed_missing(gallery, pipeline, state.active_model_version)
-    ids = await asyncio.to_thread(gallery.face_ids, state.active_model_version)
-    expected = checksum_of_ids(ids)
-    actual = (await search.info(state.active_collection)).checksum
-    if actual == expected:
-        return Reconciliation(state.active_collection, expected, actual, rebuilt=False)
-    log.warning(
-        "index %s (%s) disagrees with the database (%s): rebuilding it from the database",
-        state.active_collection,
-        actual,
-        expected,
+    collection, version = state.active_collection, state.active_model_version
+    await ensure_collection(search, collection, dim)
+    await embed_missing(gallery, pipeline, version)
+    differing = await disagreement(gallery, search, collection, version)
+    if differing:
+        await asyncio.sleep(settle_s)
+        differing &= await disagreement(gallery, search, collection, version)
+    expected = checksum_of_ids(await asyncio.to_thread(gallery.face_ids, version))
+    actual = (await search.info(collection)).checksum
+    return Reconciliation(collection, expected, actual, rebuilt=False, disagreeing=len(differing))
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What :func:`repair_in_place` did: ``added`` missing faces are now in the collection
+    (a few perhaps put there by an enrolment racing it), ``removed`` ids were deleted."""
+
+    added: int
+    removed: int
+
+
+async def repair_in_place(gallery: Gallery, search: SearchClient, collection: str, version: str) -> Repair:
+    """Make a live collection hold exactly the database's faces with a ``version`` embedding.
+
+    Deletes the ids the database no longer has and adds the missing ones from their
+    stored embeddings, a page at a time. Never drops the collection and never touches a
+    face that is in both, so every such face stays answerable throughout. Safe beside
+    enrolments and deletions, which write the database first and the index after.
+    """
+    # The collection is listed before the database is read: an id reaches the index only
+    # after its embedding row is committed, so one listed here and missing below was
+    # deleted meanwhile. Face ids are never reused (AUTOINCREMENT on SQLite, a sequence
+    # on PostgreSQL, a counter kept across restarts by InnoDB since MariaDB 10.2.4 and
+    # MySQL 8.0), so a deleted id cannot come back as a new face that this removes.
+    listed = await search.ids(collection)
+    truth = await asyncio.to_thread(gallery.face_ids, version)
+    extra = np.setdiff1d(listed, truth, assume_unique=True)
+    missing = np.setdiff1d(truth, listed, assume_unique=True)
+    removed = 0
+    for start in range(0, extra.size, PAGE):
+        removed += await search.delete(collection, extra[start : start + PAGE])
+    added = 0
+    put: list[np.ndarray] = []
+    for start in range(0, missing.size, PAGE):
+        # Faces deleted since the database was read have no embedding any more: skipped.
+        ids, vectors = await asyncio.to_thread(gallery.embeddings_of, version, missing[start : start + PAGE])
+        await put_vectors(search, collection, ids.tolist(), vectors)
+        added += ids.size
+        put.append(ids)
+    if added:
+        # A face deleted between the read of its embedding and its add (its index delete
+        # done first), or whose enrolment undid itself on meeting the id this added,
+        # would stay in the index: look again now that every add is done.
+        gone = np.setdiff1d(np.concatenate(put), await asyncio.to_thread(gallery.face_ids, version))
+        if gone.size:
+            removed += await search.delete(collection, gone)
+    log.info(
+        "collection %s repaired from version %s: %d added, %d removed", collection, version, added, removed
     )
-    await rebuild(gallery, search, state.active_collection, state.active_model_version, dim)
-    await asyncio.to_thread(gallery.bump_generation)
-    actual = (await search.info(state.active_collection)).checksum
-    return Reconciliation(state.active_collection, expected, actual, rebuilt=True)
+    return Repair(added=added, removed=removed)

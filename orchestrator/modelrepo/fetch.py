@@ -2,7 +2,9 @@
 
 Everything is built in a temporary directory beside the target and renamed into place at
 the end, so a failure (wrong checksum, npm missing, disk full) leaves nothing half-written,
-and a second run over a complete repository is a no-op.
+and a second run over a complete repository is a no-op. A rebuild over an older store (an
+upgrade changed a config or the backend) keeps what the operator added to it: the imported
+and derived ``arcface`` versions, the record of derived ones, and each model's version policy.
 """
 
 from __future__ import annotations
@@ -20,18 +22,25 @@ from pathlib import Path
 import onnx
 
 from orchestrator.modelrepo.batching import make_batch_dynamic
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS, NPM_PACKAGE, NPM_TARBALL_SHA256, ModelSpec
+from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS, NPM_PACKAGE, NPM_TARBALL_SHA256, ModelSpec
 from orchestrator.modelrepo.repository import (
+    CONFIG_FILE,
     TARGETS,
     backend_model_source,
+    link_or_copy,
     model_config,
+    read_version_policy,
     render,
+    version_dirs,
     write_repository,
+    write_version_policy,
 )
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+DERIVED = "derived.json"
+FRESH_POLICY = (1,)
 NPM_TIMEOUT_S = 300
 
 
@@ -59,13 +68,16 @@ class ModelStore:
     def versions(self, model: str, target: str = "cpu") -> list[int]:
         """The version directories of ``model`` in a repository target, ascending."""
         model_dir = self.repository(target) / model
-        return (
-            sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()) if model_dir.is_dir() else []
-        )
+        return version_dirs(model_dir) if model_dir.is_dir() else []
 
     @property
     def manifest(self) -> Path:
         return self.root / MANIFEST
+
+    @property
+    def derived(self) -> Path:
+        """Which ``arcface`` versions were derived from v1, by kind (``importer.derive``)."""
+        return self.root / DERIVED
 
     def is_complete(self) -> bool:
         try:
@@ -134,6 +146,48 @@ def _extract(tarball: Path, spec: ModelSpec, dest: Path) -> Path:
     return target
 
 
+def _carry_versions(old: ModelStore, new: ModelStore) -> dict[int, Path]:
+    """Link the old store's ``arcface`` versions above 1 into ``new.batched``; by version.
+
+    A version is its directory in the old repository and its batch-dynamic file; one
+    without the file cannot be rebuilt and is left behind with a warning.
+    """
+    carried: dict[int, Path] = {}
+    present = {v for target in TARGETS for v in old.versions(ARCFACE.name, target) if v > 1}
+    for version in sorted(present):
+        name = f"{ARCFACE.name}-{version}.onnx"
+        if not (old.batched / name).is_file():
+            log.warning("%s version %d has no %s in %s; not kept", ARCFACE.name, version, name, old.batched)
+            continue
+        # Nothing writes into a model file once it exists, so sharing its inode is safe.
+        link_or_copy(old.batched / name, new.batched / name)
+        carried[version] = new.batched / name
+    if carried:
+        log.info("keeping %s versions %s", ARCFACE.name, sorted(carried))
+    return carried
+
+
+def _carry_policies(old: ModelStore, new: ModelStore) -> None:
+    """Give every model of ``new`` the version policy it had in ``old``, where it still can."""
+    for target in TARGETS:
+        for spec in DEFAULT_MODELS:
+            old_dir, new_dir = old.repository(target) / spec.name, new.repository(target) / spec.name
+            if (old_dir / CONFIG_FILE).is_file():
+                try:
+                    kept = read_version_policy(old_dir)
+                    write_version_policy(new_dir, kept)
+                    continue
+                except (OSError, ValueError) as error:
+                    log.warning(
+                        "%s (%s): the old version policy cannot be kept (%s); serving versions %s",
+                        spec.name,
+                        target,
+                        error,
+                        list(FRESH_POLICY),
+                    )
+            write_version_policy(new_dir, FRESH_POLICY)
+
+
 def fetch_models(models_dir: Path, tarball: Path | None = None) -> ModelStore:
     """Build the model store at ``models_dir`` unless it is already complete.
 
@@ -162,8 +216,12 @@ def fetch_models(models_dir: Path, tarball: Path | None = None) -> ModelStore:
             batched = staged.batched / f"{spec.name}-1.onnx"
             onnx.save(make_batch_dynamic(onnx.load(str(original))), str(batched))
             weights[spec.name] = {1: batched}
+        weights[ARCFACE.name].update(_carry_versions(store, staged))
         for target in TARGETS:
             write_repository(staged.repository(target), target, DEFAULT_MODELS, weights)
+        _carry_policies(store, staged)
+        if store.derived.is_file():
+            shutil.copyfile(store.derived, staged.derived)
         staged.manifest.write_text(
             json.dumps(
                 {
@@ -174,9 +232,17 @@ def fetch_models(models_dir: Path, tarball: Path | None = None) -> ModelStore:
                 indent=2,
             )
         )
+        # Aside, not deleted, until the new store is in place: a crash between the two renames
+        # leaves both stores under `work`, and a failed second rename puts the old one back.
+        retired = work / "retired"
         if models_dir.exists():
-            shutil.rmtree(models_dir)
-        staged.root.rename(models_dir)
+            models_dir.rename(retired)
+        try:
+            staged.root.rename(models_dir)
+        except OSError:
+            if retired.exists():
+                retired.rename(models_dir)
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("models fetched into %s", models_dir)

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from orchestrator.modelrepo.batching import BATCH_DIM, make_batch_dynamic
 from orchestrator.modelrepo.catalog import ARCFACE
 from orchestrator.modelrepo.fetch import ModelFetchError, ModelStore
-from orchestrator.modelrepo.repository import MODEL_FILE, TARGETS, backend_model_source
+from orchestrator.modelrepo.repository import MODEL_FILE, TARGETS, backend_model_source, replace_file
 from orchestrator.modelrepo.variants import Normalization, with_normalization
 
 
@@ -85,14 +85,11 @@ def add_version(store: ModelStore, model: onnx.ModelProto, normalization: Normal
     return version
 
 
-DERIVED = "derived.json"
-
-
 def derive(store: ModelStore, kind: str) -> int:
     """Build a second version from v1 (``int8`` or ``rotated``) once; later calls return it."""
     from orchestrator.modelrepo import variants
 
-    record = store.root / DERIVED
+    record = store.derived
     known: dict[str, int] = json.loads(record.read_text()) if record.is_file() else {}
     if kind in known and known[kind] in store.versions(ARCFACE.name):
         return known[kind]
@@ -102,7 +99,8 @@ def derive(store: ModelStore, kind: str) -> int:
     v1 = onnx.load(str(store.batched / f"{ARCFACE.name}-1.onnx"))
     version = add_version(store, builders[kind](v1), Normalization())
     known[kind] = version
-    record.write_text(json.dumps(known, indent=2))
+    # By rename: a torn record would break every later derive, and the store may share it.
+    replace_file(record, json.dumps(known, indent=2))
     return version
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import tempfile
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -23,6 +25,7 @@ from orchestrator.modelrepo.catalog import ModelSpec
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
 MODEL_FILE = "model.onnx"
+CONFIG_FILE = "config.pbtxt"
 TRT_ENGINE_CACHE = "/engine_cache"
 
 
@@ -81,12 +84,93 @@ def parse(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
 
 
+def _read_config(model_dir: Path) -> mc.ModelConfig:
+    path = model_dir / CONFIG_FILE
+    try:
+        return parse(path.read_text())
+    except text_format.ParseError as error:
+        raise ValueError(f"{path} is not a Triton model config: {error}") from error
+
+
+def version_dirs(model_dir: Path) -> list[int]:
+    """The version directories in ``model_dir``, ascending."""
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def read_version_policy(model_dir: Path) -> list[str]:
+    """The versions a Triton started on this repository would load, ascending.
+
+    ``specific`` lists them; ``all`` and ``latest`` (Triton's default) are resolved against
+    the version directories present.
+    """
+    policy = _read_config(model_dir).version_policy
+    choice = policy.WhichOneof("policy_choice")
+    if choice == "specific":
+        versions = sorted(set(policy.specific.versions))
+    elif choice == "all":
+        versions = version_dirs(model_dir)
+    else:
+        latest = policy.latest.num_versions if choice == "latest" else 1
+        versions = version_dirs(model_dir)[-latest:]
+    return [str(v) for v in versions]
+
+
+def write_version_policy(model_dir: Path, versions: Iterable[str | int]) -> None:
+    """Pin ``model_dir/config.pbtxt`` to exactly ``versions``, leaving the rest of it as it was.
+
+    A restarted Triton loads only what this file says, so it is kept equal to what is live.
+    The file is replaced atomically: a crash leaves the old config or the new, never a torn
+    one. A version without its directory is refused, since Triton would fail to load the model.
+    """
+    wanted = sorted({int(v) for v in versions})
+    if not wanted:
+        raise ValueError(f"{model_dir.name}: a version policy needs at least one version")
+    missing = [v for v in wanted if not (model_dir / str(v)).is_dir()]
+    if missing:
+        raise ValueError(f"{model_dir.name}: no version directory for {missing} in {model_dir}")
+    config = _read_config(model_dir)
+    config.version_policy.Clear()
+    config.version_policy.specific.versions.extend(wanted)
+    replace_file(model_dir / CONFIG_FILE, render(config))
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by rename, so readers see the old file or the new, whole.
+
+    The rename replaces only this directory entry: if ``path`` is a hard link shared with
+    another repository, the other keeps its content.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            # mkstemp makes the file 0600; Triton may run as another user that must read it.
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory is on disk.
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def backend_model_source() -> str:
     """The Python-backend ``model.py`` shared by every CPU model."""
     return (resources.files("orchestrator.modelrepo") / "triton_backend" / "model.py").read_text()
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
@@ -112,7 +196,7 @@ def write_repository(
         for version, onnx_file in versions.items():
             version_dir = model_dir / str(version)
             version_dir.mkdir(exist_ok=True)
-            _link_or_copy(onnx_file, version_dir / MODEL_FILE)
+            link_or_copy(onnx_file, version_dir / MODEL_FILE)
             if target == "cpu":
                 (version_dir / "model.py").write_text(model_py)
 

@@ -130,6 +130,10 @@ class LocalValkey:
         except redis.RedisError:
             return False
 
+    def poll(self) -> int | None:
+        """The exit code if the server has exited, else None (also when not started)."""
+        return self._process.poll()
+
     def log_tail(self, lines: int = 20) -> str:
         return self._process.log_tail(lines)
 

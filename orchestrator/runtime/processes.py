@@ -176,6 +176,10 @@ class ManagedProcess:
         log.info("%s pid %s stopped (exit %s)", self.name, popen.pid, popen.returncode)
         return popen.returncode
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` (to its group with ``own_group``) and return at once."""
+        self._send(self._started(), sig)
+
     def kill(self) -> int | None:
         """SIGKILL: no clean-up at all, as in a crash."""
         return self.stop(sig=signal.SIGKILL)

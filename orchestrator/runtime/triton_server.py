@@ -2,7 +2,7 @@
 
 Explicit model control, ports given or picked free, a readiness wait that notices an early
 exit, the server's log kept in the data dir, and a clean stop of the whole process group
-(the Python-backend stubs are children of the server).
+(the Python-backend stubs are children of the server) and of its shared memory.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from pathlib import Path
 
 from orchestrator.runtime.allocator import malloc_environment
 from orchestrator.runtime.processes import ManagedProcess, StartError, free_port
+from orchestrator.runtime.reaper import reaper_command, remove_leftovers
 from orchestrator.runtime.triton_env import TritonEnvironment
+
+SHM_DIR = Path("/dev/shm")
+STOP_TIMEOUT_S = 20.0
+"""How long a stop waits before SIGKILL: past Triton's own --exit-timeout-secs."""
 
 
 class TritonStartError(StartError):
@@ -46,13 +51,20 @@ class TritonServer:
         ports: TritonPorts,
         models: Sequence[str],
         host: str = "127.0.0.1",
+        *,
+        die_with_parent: bool = False,
     ) -> None:
+        """``die_with_parent``: it gets SIGTERM when the thread that starts it ends, and runs
+        under a reaper (see ``orchestrator.runtime.reaper``) so that its stubs go too."""
         self.env = env
         self.repository = repository
         self.ports = ports
         self.models = list(models)
         self.host = host
-        self._process = ManagedProcess("tritonserver", log_path, own_group=True, error=TritonStartError)
+        self._reaped = die_with_parent
+        self._process = ManagedProcess(
+            "tritonserver", log_path, own_group=True, die_with_parent=die_with_parent, error=TritonStartError
+        )
 
     @property
     def log_path(self) -> Path:
@@ -72,7 +84,13 @@ class TritonServer:
 
     @property
     def pid(self) -> int | None:
+        """The server's pid; its reaper's when it dies with its parent."""
         return self._process.pid
+
+    @property
+    def shm_prefix(self) -> Path:
+        """Where the Python backend's shared-memory regions of this server start (one per port)."""
+        return SHM_DIR / f"facerec-triton-{self.ports.http}-"
 
     def command(self) -> list[str]:
         args = [
@@ -90,6 +108,8 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
             "--log-verbose=0",
+            # Named after our port so that the regions a killed server leaves can be removed.
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix.name}",
         ]
         args += [f"--load-model={name}" for name in self.models]
         return args
@@ -108,7 +128,20 @@ class TritonServer:
         return env
 
     def start(self) -> None:
-        self._process.start(self.command(), env=self.environment())
+        command = self.command()
+        if self._reaped:
+            leftovers = [f"{self.shm_prefix}*"]
+            command = reaper_command(command, self.log_path, STOP_TIMEOUT_S - 5, leftovers)
+        self._process.start(command, env=self.environment())
+
+    def start_ready(self, timeout_s: float = 180.0) -> None:
+        """``start``, then ``wait_ready``."""
+        self.start()
+        self.wait_ready(timeout_s)
+
+    def poll(self) -> int | None:
+        """The exit code if the server has exited, else None (also when not started)."""
+        return self._process.poll()
 
     def log_tail(self, lines: int = 30) -> str:
         return self._process.log_tail(lines)
@@ -121,13 +154,17 @@ class TritonServer:
         """Block until the server exits; its exit code."""
         return self._process.wait_exit()
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``timeout_s``; no stub outlives the server."""
-        self._process.stop(timeout_s)
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM to the process group, SIGKILL after ``timeout_s``; no stub outlives the server.
+
+        A server that stops cleanly removes its shared memory; one that was killed leaves it
+        (megabytes per model instance, in RAM), so what remains is removed here.
+        """
+        if self._process.stop(timeout_s) is not None:
+            remove_leftovers([f"{self.shm_prefix}*"])
 
     def __enter__(self) -> TritonServer:
-        self.start()
-        self.wait_ready()
+        self.start_ready()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,14 +13,16 @@ from threading import Barrier
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
 from orchestrator.db import Gallery, default_database_url, make_engine, migrate
-from orchestrator.db.engine import normalize_url
+from orchestrator.db.engine import alembic_config, normalize_url
 from orchestrator.db.tables import PersonCreate, metadata
 from tests.db.conftest import BACKENDS, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 TABLES = {
     "person",
     "face",
@@ -75,7 +77,7 @@ def test_migrate_twice_is_a_no_op(engine: Engine, gallery: Gallery) -> None:
     migrate(engine)
     with engine.connect() as connection:
         assert set(inspect(connection).get_table_names()) == TABLES
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     assert gallery.get_person(person.id) == person
     assert gallery.state().generation == generation
 
@@ -151,3 +153,37 @@ def test_acknowledged_write_survives_sigkill(tmp_path: Path) -> None:
         assert gallery.face_ids("1").tolist() == [face_id]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rollouts_of_the_first_schema_survive_the_lease_columns(backend: str, tmp_path: Path) -> None:
+    """A rollout row written before revision 0002 reads back, finished and with no owner."""
+    from alembic import command
+
+    with fresh_database(backend, tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            config = alembic_config()
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "0001")
+                connection.execute(
+                    text(
+                        "INSERT INTO rollout (from_version, to_version, collection, state, progress,"
+                        " created_at, updated_at) VALUES ('1', '2', 'c2', 'done', 1.0, :t, :t)"
+                    ),
+                    {"t": "2026-01-01 00:00:00"},
+                )
+            migrate(engine)
+            gallery = Gallery(engine)
+            assert gallery.unfinished_rollouts() == []
+            old = gallery.get_rollout(1)
+            assert (old.kind, old.from_collection, old.owner, old.lease_expires_at) == (
+                "rollout",
+                "",
+                None,
+                None,
+            )
+            assert old.state == "done"
+        finally:
+            engine.dispose()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from orchestrator.core.errors import NotFound
 from orchestrator.db import Gallery
+from orchestrator.db.store import CHUNK
 from orchestrator.db.tables import Face, FaceEmbedding, PersonCreate
 
 DIM = 512
@@ -142,6 +143,15 @@ def test_keyset_pagination_covers_every_face_once(gallery: Gallery) -> None:
     assert crops == expected
 
 
+def test_crops_unembedded_by_a_version_are_those_it_still_lacks(gallery: Gallery) -> None:
+    person = gallery.create_person(PersonCreate(name="Half done"))
+    ids = [enrol(gallery, person.id, vector, tag=i) for i, vector in enumerate(unit_vectors(6, seed=9))]
+    gallery.add_embeddings("2", ids[1::2], unit_vectors(3, seed=10))
+    assert [face_id for face_id, _ in gallery.crops(unembedded_by="2")] == ids[0::2]
+    assert [face_id for face_id, _ in gallery.crops(ids[0], 1, unembedded_by="2")] == [ids[2]]
+    assert gallery.crops(unembedded_by="1") == []
+
+
 def test_cascade_delete_removes_faces_and_embeddings(gallery: Gallery) -> None:
     gone = gallery.create_person(PersonCreate(name="Gone"))
     kept = gallery.create_person(PersonCreate(name="Kept"))
@@ -181,3 +191,24 @@ def test_add_embeddings_upserts_a_new_version(gallery: Gallery) -> None:
     assert gallery.embeddings("1")[1].shape == (3, DIM)  # the old version is untouched
     with pytest.raises(ValueError):
         gallery.add_embeddings("2", ids[:2], first[:1])
+
+
+def test_embeddings_of_looks_up_listed_faces_across_chunks(gallery: Gallery) -> None:
+    person = gallery.create_person(PersonCreate(name="Looked up"))
+    vectors = unit_vectors(8, seed=21)
+    ids = [enrol(gallery, person.id, vector, tag=i) for i, vector in enumerate(vectors)]
+    gallery.delete_face(ids[5])
+    # Ids that are no face's (zero and below) put ids[0] last in the first IN (...) chunk.
+    absent = list(range(1 - CHUNK + 1, 1))
+    asked = [*reversed(ids), ids[2], *absent]
+    got_ids, got = gallery.embeddings_of("1", asked)
+    kept = [i for i in range(8) if i != 5]
+    assert got_ids.dtype == np.int64 and got.dtype == np.float32
+    assert got_ids.tolist() == [ids[i] for i in kept]
+    assert got.tobytes() == vectors[kept].tobytes()
+
+    gallery.add_embeddings("2", ids[:3], unit_vectors(3, seed=22, dim=64))
+    other_ids, other = gallery.embeddings_of("2", np.array(ids))
+    assert other_ids.tolist() == ids[:3] and other.shape == (3, 64)
+    none_ids, none = gallery.embeddings_of("1", [])
+    assert none_ids.shape == (0,) and none.shape == (0, 0)

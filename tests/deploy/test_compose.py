@@ -128,3 +128,23 @@ def test_the_orchestrator_and_every_shard_share_the_search_token() -> None:
         assert compose_environment(name)["FACEREC_SEARCH_TOKEN"] == (
             "${FACEREC_SEARCH_TOKEN:?set FACEREC_SEARCH_TOKEN in .env}"
         ), name
+
+
+def test_the_orchestrator_controls_the_triton_and_writes_the_repository_it_serves() -> None:
+    services = compose()["services"]
+    env = compose_environment("orchestrator")
+    control_urls = json.loads(str(env["FACEREC_TRITON__CONTROL_URLS"]))
+    assert control_urls == [env["FACEREC_TRITON__URL"]], "one Triton: control goes where inference does"
+
+    def binds(service: str) -> dict[str, tuple[str, str]]:
+        """Container path -> (host path, options) of the service's bind mounts."""
+        found = {}
+        for volume in services[service].get("volumes", []):
+            source, target, *options = interpolate(volume).split(":")
+            found[target] = (source, ",".join(options))
+        return found
+
+    repository = str(env["FACEREC_TRITON__REPOSITORY"])
+    assert f"--model-repository={repository}" in services["triton"]["command"]
+    assert binds("orchestrator")[repository][0] == binds("triton")[repository][0]
+    assert "ro" not in binds("orchestrator")[repository][1].split(","), "the orchestrator writes it"

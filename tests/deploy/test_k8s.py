@@ -234,3 +234,43 @@ def test_orchestrator_and_shards_read_the_same_required_search_token() -> None:
     search = secret_refs(one("StatefulSet", "search"), "search")["FACEREC_SEARCH_TOKEN"]
     assert orchestrator == search == {"name": "facerec-secrets", "key": "search-token"}
     assert "--from-literal=search-token=" in (K8S / "orchestrator.yaml").read_text()
+
+
+def test_model_control_reaches_every_triton_pod_through_a_headless_service() -> None:
+    """A load through the Service `triton` would reach one pod; the headless name resolves to each."""
+    triton = one("Deployment", "triton")
+    headless = one("Service", "triton-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == one("Service", "triton")["spec"]["selector"]
+    assert headless["spec"]["selector"].items() <= triton["spec"]["template"]["metadata"]["labels"].items()
+    # A headless name leads to the pods themselves: no port mapping, so the ports must be theirs.
+    ports = {p["name"]: p["containerPort"] for p in container(triton, "triton")["ports"]}
+    for port in headless["spec"]["ports"]:
+        assert port["port"] == ports[port["targetPort"]], port
+    env = container_environment(one("Deployment", "orchestrator"), "orchestrator")
+    control = [urlsplit(f"//{url}") for url in json.loads(str(env["FACEREC_TRITON__CONTROL_URLS"]))]
+    assert [(u.hostname, u.port) for u in control] == [("triton-headless", ports["grpc"])]
+    metrics = urlsplit(str(env["FACEREC_TRITON__METRICS_URL"]))
+    assert (metrics.hostname, metrics.port) == ("triton-headless", ports["metrics"])
+
+
+def test_the_orchestrator_writes_the_repository_triton_serves() -> None:
+    """Rollouts keep the version policy on the claim, where a restarted Triton reads it."""
+    orchestrator, triton = one("Deployment", "orchestrator"), one("Deployment", "triton")
+    args = container(triton, "triton")["args"]
+    served = next(a.split("=", 1)[1] for a in args if a.startswith("--model-repository="))
+    repository = str(container_environment(orchestrator, "orchestrator")["FACEREC_TRITON__REPOSITORY"])
+    assert repository == served, "one path in both pods, so logs and docs name one place"
+    assert claim_path(orchestrator, "orchestrator", repository) == claim_path(triton, "triton", served)
+    mount = next(
+        m
+        for m in container(orchestrator, "orchestrator")["volumeMounts"]
+        if m["mountPath"] == "/facerec-data"
+    )
+    volume = mounts(orchestrator, "orchestrator")["/facerec-data"]["persistentVolumeClaim"]
+    assert not mount.get("readOnly") and not volume.get("readOnly"), "the orchestrator writes it"
+    claim = one("PersistentVolumeClaim", volume["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "mounted by pods on many nodes, written by some"
+    orchestrator_user = pod_spec(orchestrator)["securityContext"]["runAsUser"]
+    job_user = pod_spec(one("Job", "models-fetch"))["securityContext"]["runAsUser"]
+    assert orchestrator_user == job_user, "the files the Job writes must be the orchestrator's to rewrite"

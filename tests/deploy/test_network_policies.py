@@ -62,7 +62,7 @@ OUTSIDE = {
     "impostor": Pod("default", ((NAME, "orchestrator"),)),
 }
 
-# (client, Service, container port): everything that may connect, and nothing else.
+# (client, workload, container port): everything that may connect, and nothing else.
 EXPECTED = {
     ("ingress-controller", "orchestrator", 8000),
     ("prometheus", "orchestrator", 8000),
@@ -132,6 +132,11 @@ def service_pod(service: str) -> Pod:
     return pod_of(service_workload(service))
 
 
+def workload_name(service: str) -> str:
+    """The workload behind a Service (``triton`` behind both ``triton`` and ``triton-headless``)."""
+    return str(service_workload(service)["metadata"]["name"])
+
+
 def container_ports(service: str) -> dict[str, int]:
     """Port name -> number, over the containers of the Service's pods."""
     return {
@@ -153,6 +158,7 @@ def configured_addresses() -> list[tuple[str, int]]:
     env = container_environment(one("Deployment", "orchestrator"), "orchestrator")
     urls = [
         f"grpc://{env['FACEREC_TRITON__URL']}",
+        *(f"grpc://{url}" for url in json.loads(str(env["FACEREC_TRITON__CONTROL_URLS"]))),
         str(env["FACEREC_TRITON__METRICS_URL"]),
         str(env["REDIS_URL"]),
         *json.loads(str(env["FACEREC_SEARCH_URLS"])),
@@ -196,7 +202,7 @@ def test_each_service_accepts_exactly_the_expected_clients(service: str) -> None
     target = service_pod(service)
     for name, client in clients().items():
         for port in container_ports(service).values():
-            want = (name, service, port) in EXPECTED
+            want = (name, workload_name(service), port) in EXPECTED
             assert allowed(target, client, port) == want, f"{name} -> {service}:{port} should be {want}"
 
 
@@ -210,7 +216,9 @@ def test_search_and_triton_take_the_orchestrator_and_prometheus_on_metrics_only(
         reachable = {port for port in container_ports(service).values() if allowed(target, client, port)}
         if name == "orchestrator":
             # Exactly the ports its configuration names: Triton's HTTP control port is not one.
-            assert reachable == {target_port(s, port) for s, port in configured_addresses() if s == service}
+            assert reachable == {
+                target_port(s, port) for s, port in configured_addresses() if workload_name(s) == service
+            }
         elif name == "prometheus":
             assert reachable == {metrics_port}
         else:
@@ -220,7 +228,7 @@ def test_search_and_triton_take_the_orchestrator_and_prometheus_on_metrics_only(
 def test_the_orchestrator_reaches_every_address_it_is_configured_with() -> None:
     orchestrator = workload_pods()["orchestrator"]
     addresses = configured_addresses()
-    assert {service for service, _ in addresses} == {"triton", "search", "redis"}
+    assert {workload_name(service) for service, _ in addresses} == {"triton", "search", "redis"}
     for service, port in addresses:
         assert allowed(service_pod(service), orchestrator, target_port(service, port)), f"{service}:{port}"
 

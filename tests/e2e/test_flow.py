@@ -163,7 +163,7 @@ def test_deleting_one_face(admin, photos: Path) -> None:
 def test_health_metrics_and_docs(stack: Stack, admin, people) -> None:
     assert httpx.get(stack.api.url + "/health/live").json() == {"status": "ok"}
     ready = httpx.get(stack.api.url + "/health/ready").json()
-    assert ready["status"] == "ok" and set(ready["checks"]) == {"triton", "search", "database"}
+    assert ready["status"] == "ok" and set(ready["checks"]) == {"triton", "search", "database", "shutdown"}
     detailed = admin.get("/health/detailed").json()
     assert detailed["gallery"]["in_agreement"] is True
     assert detailed["gallery"]["faces"] == detailed["gallery"]["index_count"] >= 3

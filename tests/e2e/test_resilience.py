@@ -1,5 +1,7 @@
-"""Crashes between the database and the index, and a cache that is down."""
+"""Crashes between the database and the index, a cache that is down, and a graceful stop."""
 
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -17,8 +19,9 @@ pytestmark = pytest.mark.integration
 def fresh_stack(triton_server: TritonServer, tmp_path: Path):
     stacks: list[Stack] = []
 
-    def make(cache_url: str | None) -> Stack:
-        stack = Stack(tmp_path / f"s{len(stacks)}", triton_server, sqlite_url(tmp_path), cache_url)
+    def make(cache_url: str | None, api_env: dict[str, str] | None = None) -> Stack:
+        root = tmp_path / f"s{len(stacks)}"
+        stack = Stack(root, triton_server, sqlite_url(tmp_path), cache_url, api_env)
         stacks.append(stack)
         return stack.start()
 
@@ -84,3 +87,20 @@ def test_with_the_cache_down_answers_still_come_uncached(fresh_stack, photos: Pa
         cache = client.get("/health/detailed").json()["cache"]
         assert cache["state"] == "degraded" and cache["errors"] >= 1
         assert httpx.get(stack.api.url + "/health/ready").status_code == 200
+
+
+def test_sigterm_drains_out_of_rotation_then_stops(fresh_stack, photos: Path) -> None:
+    stack = fresh_stack(None, {"FACEREC_API__SHUTDOWN_DRAIN_S": "3"})
+    with stack.client() as client:
+        person = create_person(client, "Joe Biden")
+        enrol(client, person["id"], photos / "biden.jpg")
+        began = time.monotonic()
+        stack.api.proc.send_signal(signal.SIGTERM)
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["shutdown"]["ok"] is False
+        answer = client.post("/v1/recognize", files={"file": ("b.jpg", (photos / "biden.jpg").read_bytes())})
+        assert answer.status_code == 200 and best_name(answer.json()) == "Joe Biden"
+        assert answer.headers["connection"] == "close"
+        # uvicorn ends a graceful shutdown by raising the signal it caught again.
+        assert stack.api.wait_exit(30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - began >= 3.0, "it stopped before its drain was over"

@@ -7,7 +7,7 @@ their pid (SIGTERM for a clean stop, SIGKILL to simulate a crash).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
+from orchestrator.clients.search import SearchClient
 from search_service.app import create_app
 from search_service.collection import Collection, Limits
 from search_service.device import CpuDevice, Device
@@ -45,6 +47,41 @@ async def app_client(settings: SearchSettings) -> AsyncIterator[httpx.AsyncClien
         ) as client,
     ):
         yield client
+
+
+class _ByHost(httpx.AsyncBaseTransport):
+    """Hands each request to the in-process app its URL's host names."""
+
+    def __init__(self, apps: Mapping[str, FastAPI]) -> None:
+        self._transports = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transports[request.url.host].handle_async_request(request)
+
+
+@contextlib.asynccontextmanager
+async def sharded_client(data_dir: Path, shards: int, *, token: str) -> AsyncIterator[SearchClient]:
+    """The orchestrator's client over ``shards`` in-process apps (lifespans run), each
+    its own shard ``i/shards`` with data under ``data_dir/shard<i>``."""
+    apps = {
+        f"shard{i}": create_app(
+            SearchSettings(
+                data_dir=data_dir / f"shard{i}",
+                device="cpu",
+                search_threads=2,
+                shard=f"{i}/{shards}",
+                token=SecretStr(token),
+            )
+        )
+        for i in range(shards)
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        urls = [f"http://{host}" for host in apps]
+        yield await stack.enter_async_context(
+            SearchClient(urls, token=token, timeout=30, transport=_ByHost(apps))
+        )
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float32]:

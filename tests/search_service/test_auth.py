@@ -30,6 +30,7 @@ PROTECTED: list[tuple[str, str, dict[str, Any] | None, int]] = [
     ("GET", "/collections/g", None, 200),
     ("POST", "/collections/g/vectors", {"ids": [1, 2], "vectors": VECTORS}, 200),
     ("POST", "/collections/g/search", {"vectors": VECTORS, "k": 1}, 200),
+    ("GET", "/collections/g/ids", None, 200),
     ("DELETE", "/collections/g/vectors", {"ids": [1]}, 200),
     ("DELETE", "/collections/g", None, 204),
 ]

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from pydantic import ValidationError
 
+from orchestrator.api.shutdown import DrainingServer
 from orchestrator.cli import serve
 from orchestrator.core.settings import ApiSettings, Settings
 
@@ -29,7 +29,10 @@ def test_a_server_bound_near_the_admission_limit_is_refused() -> None:
 
 def test_uvicorn_runs_with_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     given: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
+    monkeypatch.setattr(
+        DrainingServer, "run", lambda server: given.update(vars(server.config), server=server)
+    )
     monkeypatch.setattr("orchestrator.runtime.allocator.keep_freed_memory", lambda: True)
-    serve._serve(Settings(data_dir=tmp_path, api=ApiSettings(limit_concurrency=777)))
+    serve._serve(Settings(data_dir=tmp_path, api=ApiSettings(limit_concurrency=777, shutdown_drain_s=4)))
     assert given["limit_concurrency"] == 777
+    assert given["server"].drain_s == 4

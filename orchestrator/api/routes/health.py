@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -66,8 +66,10 @@ async def live() -> dict[str, str]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "a dependency is not ready"}},
 )
-async def ready(resources: ResourcesDep) -> JSONResponse:
+async def ready(resources: ResourcesDep, request: Request) -> JSONResponse:
     checks = await readiness(resources)
+    draining = request.app.state.draining.active
+    checks["shutdown"] = {"ok": not draining, "detail": "draining before a stop" if draining else "ok"}
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
