@@ -116,7 +116,7 @@ class Cluster:
             "FACEREC_REDIS_URL": None,
             "FACEREC_ROLLOUT__BATCH": "1",
             "FACEREC_ROLLOUT__LEASE_S": str(LEASE_S),
-            "FACEREC_API__SHUTDOWN_DRAIN_S": "1.5",
+            "FACEREC_API__SHUTDOWN_DRAIN_S": "3",
         }
         args = ["-m", "orchestrator.cli", "orchestrator", "--port", "{port}"]
         self.replicas = [
@@ -199,12 +199,15 @@ class Balancer:
 
     async def _probe(self) -> None:
         async with httpx.AsyncClient(timeout=1.0) as http:
+
+            async def ready(client: httpx.AsyncClient) -> bool:
+                try:
+                    return (await http.get(f"{client.base_url}health/ready")).status_code == 200
+                except httpx.TransportError:
+                    return False  # no answer within a second counts as a failed probe
+
             while True:
-                for i, client in enumerate(self.clients):
-                    try:
-                        self.ready[i] = (await http.get(f"{client.base_url}health/ready")).status_code == 200
-                    except httpx.TransportError:
-                        self.ready[i] = False
+                self.ready = list(await asyncio.gather(*(ready(c) for c in self.clients)))
                 await asyncio.sleep(self.probe_s)
 
     async def send(self, method: str, path: str, **kwargs: Any) -> tuple[int, httpx.Response | None]:
