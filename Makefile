@@ -10,7 +10,7 @@ export FACEREC_DATA_DIR ?= $(CURDIR)/var
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,pth]'
 	touch $@
 
 install: $(VENV)/.installed

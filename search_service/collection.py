@@ -110,6 +110,7 @@ class Collection:
             checksum=self.state.checksum,
             index=self.spec.index,
             device=self.device,
+            memory_bytes=faiss_index.memory_bytes(self.state.index),
         )
 
     async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:

@@ -25,6 +25,10 @@ from search_service.vectors import IdArray, Matrix
 
 CopyIndex = Callable[[faiss.Index], faiss.Index]
 _TRAIN_SAMPLE_PER_LIST = 256  # faiss's k-means samples at most 256 points per centroid
+_ID_BYTES = 8
+ID_MAP_ENTRY_BYTES = 40
+"""One entry of ``IndexIDMap2``'s ``std::unordered_map<idx_t, idx_t>``: a 24-byte node, the
+allocator's 8 and a bucket pointer (libstdc++)."""
 
 
 def new_index(spec: CollectionSpec) -> faiss.Index:
@@ -83,6 +87,28 @@ def maybe_train_ivf(index: faiss.Index, spec: CollectionSpec) -> faiss.Index | N
     ivf.add_with_ids(vectors, ids)
     apply_search_params(ivf, spec)
     return ivf
+
+
+def memory_bytes(index: Any) -> int:
+    """Bytes held by the index's arrays: vectors, ids, graph links, coarse centroids.
+
+    An estimate from the structures' sizes, read without copying anything (``serialize_index``
+    would copy it all): within a few per cent of the serialised size, plus
+    :data:`ID_MAP_ENTRY_BYTES` per id for ``IndexIDMap2``'s reverse hash map. Spare vector
+    capacity and allocator overhead are not counted.
+    """
+    if is_ivf(index):
+        quantizer = faiss.downcast_index(index.quantizer)
+        centroids = quantizer.ntotal * getattr(quantizer, "code_size", 4 * index.d)
+        return int(centroids + index.ntotal * (index.code_size + _ID_BYTES))
+    inner: Any = faiss.downcast_index(index.index)  # the stubs know neither code_size nor the graph
+    ids = index.ntotal * (_ID_BYTES + ID_MAP_ENTRY_BYTES)
+    if isinstance(inner, faiss.IndexHNSW):
+        graph: Any = inner.hnsw
+        links = graph.neighbors.size() * 4 + graph.offsets.size() * 8 + graph.levels.size() * 4
+        storage: Any = faiss.downcast_index(inner.storage)
+        return int(ids + links + storage.ntotal * storage.code_size)
+    return int(ids + inner.ntotal * inner.code_size)
 
 
 def stored_ids(index: Any) -> IdArray:

@@ -93,7 +93,11 @@ class IndexState:
         if not self.tombstones:
             return
         with self.lock.read():
-            fresh = faiss_index.rebuild_without(self.index, self.spec, self._dead)
+            if self.live or faiss_index.is_ivf(self.index):
+                fresh = faiss_index.rebuild_without(self.index, self.spec, self._dead)
+            else:
+                # Every stored vector is dead (a cleared gallery): nothing to copy out of it.
+                fresh = faiss_index.new_index(self.spec)
         with self.lock.write():
             self.index = fresh
             self.tombstones.clear()

@@ -107,6 +107,12 @@ class CollectionInfo(_Model):
     checksum: str
     index: IndexKind
     device: str
+    memory_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="the FAISS index's arrays on the CPU (vectors, ids, graph, centroids), an "
+        "estimate; summed over shards; null from a service too old to say",
+    )
 
 
 class Health(_Model):

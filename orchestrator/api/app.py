@@ -13,12 +13,22 @@ from typing import Any
 import cv2
 from fastapi import FastAPI
 
-from orchestrator.api import problems, responses
+from orchestrator.api import person_body, problems, responses
 from orchestrator.api.admission import Admission
 from orchestrator.api.door import Door
 from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from orchestrator.api.request_context import RequestContext
-from orchestrator.api.routes import health, keys, metrics, models, people, recognize
+from orchestrator.api.routes import (
+    health,
+    index,
+    keys,
+    metrics,
+    models,
+    people,
+    recognition_log,
+    recognize,
+    stats,
+)
 from orchestrator.api.shutdown import CloseWhileDraining, Draining
 from orchestrator.clients.search import SearchClient
 from orchestrator.clients.triton import TritonModels
@@ -31,13 +41,15 @@ from orchestrator.db.gallery import Gallery
 from orchestrator.gallery.enrolment import Enrolment
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.gallery.model_keeper import ensure_live_versions, keep_live_versions, live_versions
-from orchestrator.gallery.rollout import RolloutRunner
+from orchestrator.gallery.rollout import RolloutRunner, process_name
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.pipeline.memory_budget import PixelBudget
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.recognition.log_writer import RecognitionLogWriter
 from orchestrator.recognition.search_batching import SearchBatcher
 from orchestrator.recognition.service import Recognition
+from orchestrator.stats.minutes import MinuteWriter
+from orchestrator.stats.retention import keep_retention
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +104,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics.pixel_bytes.set_function(lambda: budget.in_use)
         pipeline = FacePipeline(triton, executor=executor, budget=budget)
         live = LiveView(gallery, settings.api.refresh_s)
-        recognition_log = RecognitionLogWriter(gallery)
-        await recognition_log.start()
-        stack.push_async_callback(recognition_log.close)
+        log_writer = RecognitionLogWriter(gallery)
+        await log_writer.start()
+        stack.push_async_callback(log_writer.close)
+        minutes = MinuteWriter(
+            app.state.metrics.minutes, gallery.add_request_minutes, process_name(), settings.log.stats_flush_s
+        )
+        await minutes.start()
+        stack.push_async_callback(minutes.close)
+        background(stack, keep_retention(gallery, settings.log), "log retention")
         control = ModelControl(
             settings.triton_control_urls, settings.triton_metrics_url, settings.triton.timeout_s
         )
@@ -108,6 +126,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.rollout,
             live,
             settings.triton_repository,
+            index=settings.index,
         )
         stack.push_async_callback(rollouts.close)
         await ensure_live_versions(control, live_versions(await asyncio.to_thread(gallery.state)))
@@ -123,9 +142,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             cache=cache,
             pipeline=pipeline,
             recognition=Recognition(
-                live, SearchBatcher(search), pipeline, cache, recognition_log, settings.match_threshold
+                live, SearchBatcher(search), pipeline, cache, log_writer, settings.match_threshold
             ),
-            enrolment=Enrolment(gallery, search, pipeline),
+            enrolment=Enrolment(gallery, search, pipeline, settings.quality),
             live=live,
             reconciliation=reconciliation,
             rollouts=rollouts,
@@ -147,7 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = ApiMetrics()
     app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics)
     problems.install(app)
-    responses.install(app)
+    responses.install(app, request_models=person_body.REQUEST_MODELS)
     # Each router declares its path prefix and the role it needs.
     routers = (
         people.admin_router,
@@ -155,6 +174,9 @@ def create_app(settings: Settings) -> FastAPI:
         recognize.router,
         keys.router,
         models.router,
+        index.router,
+        recognition_log.router,
+        stats.router,
         health.router,
         health.keyed_router,
         metrics.router,
@@ -163,7 +185,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     # Innermost first: key and admission before the body, inside the metrics and the request id.
     image_endpoints = (*recognize.ANALYSE_IMAGES, *people.ANALYSE_IMAGES)
-    app.add_middleware(Door, admission=app.state.admission, image_endpoints=image_endpoints)
+    app.add_middleware(
+        Door,
+        admission=app.state.admission,
+        image_endpoints=image_endpoints,
+        form_image_endpoints=people.ANALYSE_IMAGES_IN_FORMS,
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestContext, max_body_bytes=settings.api.max_body_bytes)
     app.state.draining = Draining()

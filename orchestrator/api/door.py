@@ -15,6 +15,7 @@ route its key (from the live view's memory, a second time).
 
 from __future__ import annotations
 
+import email.message
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -41,28 +42,57 @@ class Guard:
     """The key dependency its router declares (``current_key`` or ``admin_key``), if any."""
     images: bool
     """Whether it analyses images, so its requests are admitted."""
+    images_in_forms: bool = False
+    """Whether it analyses images when its body is a multipart form (``POST /v1/people``)."""
+
+    def admits(self, headers: Headers) -> bool:
+        """Whether this request is one that analyses images."""
+        return self.images or (self.images_in_forms and is_form(headers.get("content-type")))
 
 
-def guard_of(route: RouteContext, image_endpoints: Collection[Endpoint]) -> Guard:
+def is_form(content_type: str | None) -> bool:
+    """Whether a body of this content type is a multipart form.
+
+    The one test for the door and for a route that reads either a form or JSON, so the
+    images the door takes and the ones the route takes on top stay in step.
+    """
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    return message.get_content_type() == "multipart/form-data"
+
+
+def guard_of(
+    route: RouteContext, image_endpoints: Collection[Endpoint], form_endpoints: Collection[Endpoint] = ()
+) -> Guard:
     declared = {depends.dependency for depends in getattr(route, "dependencies", ())}
     key = admin_key if admin_key in declared else current_key if current_key in declared else None
-    return Guard(key, route.endpoint in image_endpoints)
+    return Guard(key, route.endpoint in image_endpoints, route.endpoint in form_endpoints)
 
 
 class Door:
     """Pure ASGI middleware: key and admission before the body (see the module's doc)."""
 
-    def __init__(self, app: ASGIApp, admission: Admission, image_endpoints: Collection[Endpoint]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        admission: Admission,
+        image_endpoints: Collection[Endpoint],
+        form_image_endpoints: Collection[Endpoint] = (),
+    ) -> None:
         self.app = app
         self.admission = admission
         self.image_endpoints = frozenset(image_endpoints)
+        self.form_image_endpoints = frozenset(form_image_endpoints)
+        """Routes that analyse images only when their body is a multipart form."""
         self._routes: list[tuple[RouteContext, Guard]] | None = None
 
     def matched(self, scope: Scope) -> tuple[RouteContext, Guard] | None:
         """The route the router will run for this request, found in the router's order."""
         if self._routes is None:  # every route is included before the first request
             self._routes = [
-                (route, guard_of(route, self.image_endpoints))
+                (route, guard_of(route, self.image_endpoints, self.form_image_endpoints))
                 for route in iter_route_contexts(scope["app"].routes)
             ]
         for route, guard in self._routes:
@@ -77,10 +107,11 @@ class Door:
             await self.app(scope, receive, send)
             return
         route, guard = found
+        images = guard.admits(Headers(scope=scope))
         try:
             if guard.key is not None:
                 await self._check_key(scope, guard.key)
-            if guard.images:
+            if images:
                 self.admission.take()
         except FacerecError as error:
             scope["route"] = route.original_route  # counted in the metrics under its route
@@ -89,7 +120,7 @@ class Door:
         try:
             await self.app(scope, receive, send)
         finally:
-            if guard.images:
+            if images:
                 self.admission.release()
 
     async def _check_key(self, scope: Scope, needed: Endpoint) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +31,7 @@ from orchestrator.core.errors import (
     ImageTooLarge,
     InvalidRequest,
     NotFound,
+    QualityRejected,
     Unauthorized,
     UnsupportedImage,
     UpstreamUnavailable,
@@ -51,6 +52,10 @@ def _no_headers(error: Any) -> dict[str, str]:
     return {}
 
 
+def _no_members(error: Any) -> dict[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class ProblemType:
     status: int
@@ -58,6 +63,8 @@ class ProblemType:
     slug: str
     headers: Callable[[Any], dict[str, str]] = field(default=_no_headers, compare=False)
     """The response headers this kind of error calls for, from the error itself."""
+    members: Callable[[Any], dict[str, Any]] = field(default=_no_members, compare=False)
+    """Members of the problem beyond RFC 9457's, from the error (each declared on ``Problem``)."""
 
     @property
     def uri(self) -> str:
@@ -72,6 +79,10 @@ def _authenticate(error: Unauthorized) -> dict[str, str]:
     return {"WWW-Authenticate": "X-API-Key"}
 
 
+def _reasons(error: QualityRejected) -> dict[str, Any]:
+    return {"reasons": [asdict(reason) for reason in error.reasons]}
+
+
 PROBLEM_TYPES: dict[type[FacerecError], ProblemType] = {
     FacerecError: ProblemType(500, "Internal error", "internal"),
     NotFound: ProblemType(404, "Not found", "not-found"),
@@ -84,6 +95,7 @@ PROBLEM_TYPES: dict[type[FacerecError], ProblemType] = {
     ImageTooLarge: ProblemType(413, "Image too large", "image-too-large"),
     RequestTooLarge: ProblemType(413, "Request too large", "request-too-large"),
     FaceCountError: ProblemType(422, "Unexpected number of faces", "face-count"),
+    QualityRejected: ProblemType(422, "Face quality too low", "face-quality", members=_reasons),
     UpstreamUnavailable: ProblemType(503, "Service unavailable", "upstream-unavailable", _retry_after),
 }
 
@@ -109,6 +121,7 @@ def problem_response(
     slug: str,
     headers: dict[str, str] | None = None,
     errors: list[InvalidField] | None = None,
+    members: dict[str, Any] | None = None,
 ) -> JSONResponse:
     """The answer, built as the :class:`Problem` that the OpenAPI spec declares for every error."""
     problem = Problem(
@@ -118,6 +131,7 @@ def problem_response(
         detail=detail,
         request_id=request_id_var.get(),
         errors=errors,
+        **(members or {}),
     )
     body = problem.model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
@@ -125,7 +139,9 @@ def problem_response(
 
 def error_response(error: FacerecError) -> JSONResponse:
     kind = problem_type(error)
-    return problem_response(kind.status, kind.title, error.detail, kind.slug, kind.headers(error))
+    return problem_response(
+        kind.status, kind.title, error.detail, kind.slug, kind.headers(error), members=kind.members(error)
+    )
 
 
 async def _facerec(request: Request, exc: Exception) -> JSONResponse:

@@ -8,10 +8,11 @@ say it more precisely for its own case (``why={422: ...}``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from orchestrator.api.problems import PROBLEM_JSON
@@ -77,11 +78,13 @@ def problems(*statuses: int, why: Mapping[int, str] | None = None) -> dict[int |
     }
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, request_models: Sequence[type[BaseModel]] = ()) -> None:
     """Put ``Problem`` in the spec's components, where every declared error refers.
 
     FastAPI would only put a response ``model`` under the route's own media type
     (application/json), so the schema is added here and the responses name it by ``$ref``.
+    ``request_models`` go there too: the bodies a route reads itself and declares in its
+    ``openapi_extra`` (``POST /v1/people``: JSON or a form).
     """
     generate = app.openapi
 
@@ -90,7 +93,8 @@ def install(app: FastAPI) -> None:
         spec = generate()  # FastAPI's: builds the spec once, then answers the one it keeps
         if not built:
             _, definitions = models_json_schema(
-                [(Problem, "serialization")], ref_template=REF_PREFIX + "{model}"
+                [(Problem, "serialization"), *((model, "validation") for model in request_models)],
+                ref_template=REF_PREFIX + "{model}",
             )
             spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
         return spec

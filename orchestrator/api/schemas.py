@@ -5,13 +5,23 @@ The recognition answers are defined once, by the recognition layer, and imported
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from orchestrator.db.tables import NAME_PATTERN, ApiKeyPublic, FacePublic, PersonPublic
+from orchestrator.db.tables import (
+    NAME_PATTERN,
+    ApiKeyPublic,
+    FacePublic,
+    PersonPublic,
+    RecognitionLogPublic,
+)
+from orchestrator.pipeline.quality import Criterion
 from orchestrator.recognition.answers import Box, RecognizeAnswer
+from orchestrator.stats.host import MachineState, ProcessState
+from orchestrator.stats.minutes import MinuteSummary, RouteRecent
 
 
 class ProblemDetails(BaseModel):
@@ -27,6 +37,15 @@ class InvalidField(BaseModel):
     loc: list[str | int] = Field(description="where: body, query, path or header, then the field")
     msg: str
     type: str
+
+
+class FailedCriterion(BaseModel):
+    """One enrolment quality criterion the face failed, with what was measured."""
+
+    criterion: Criterion
+    value: float = Field(description="the face's measure: pixels, sharpness, degrees or detector score")
+    threshold: float = Field(description="the bound it missed (FACEREC_QUALITY__*; yaw and pitch either way)")
+    message: str = Field(description="the same, in words")
 
 
 class Problem(ProblemDetails):
@@ -46,6 +65,10 @@ class Problem(ProblemDetails):
     request_id: str = Field(description="the X-Request-ID of the request, to find it in the logs")
     errors: list[InvalidField] | SkipJsonSchema[None] = Field(
         default=None, description="on a 422 for a request that does not validate: each field at fault"
+    )
+    reasons: list[FailedCriterion] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="on a 422 face-quality (an enrolment): each quality criterion the face failed",
     )
 
 
@@ -104,8 +127,23 @@ class NewRollout(BaseModel):
 
 
 class ModelVersion(BaseModel):
+    """One arcface version in Triton's model repository, loaded or not."""
+
     version: str
-    state: str
+    state: Literal["READY", "UNAVAILABLE", "LOADING"] = Field(
+        description="in the Triton this replica calls; a version it has not loaded is UNAVAILABLE"
+    )
+    source: Literal["fetched", "imported", "derived"] = Field(
+        description="fetched: version 1, from the model package; derived: built from version 1 "
+        "(facerec models derive); imported: facerec models import or import-pth"
+    )
+    created_at: datetime | None = Field(
+        description="when it was added to the repository; null for a version only Triton reports"
+    )
+    origin: str | None = Field(
+        default=None,
+        description="what it was made from: the package and file, the derived kind, the imported file",
+    )
 
 
 class ActiveModel(BaseModel):
@@ -128,9 +166,36 @@ class Readiness(BaseModel):
     checks: dict[str, DependencyCheck] = Field(description="triton, search, database, shutdown")
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class RecentRoutes(BaseModel):
+    """This replica's requests of the current minute and the four before it, per route."""
+
+    window_s: float = Field(description="the seconds they cover (less after a recent start)")
+    items: list[RouteRecent]
+
+
 class DetailedHealth(BaseModel):
-    """Readiness and what this replica knows: model, gallery, cache, Triton's statistics."""
+    """Readiness and what this replica knows: model, gallery, cache, Triton's statistics, the
+    process and the machine, and its recent requests per route."""
 
     model_config = ConfigDict(extra="allow")
     status: Literal["ok", "degraded"]
     checks: dict[str, DependencyCheck]
+    process: ProcessState
+    machine: MachineState
+    routes: RecentRoutes
+
+
+class LogPage(BaseModel):
+    items: list[RecognitionLogPublic] = Field(description="newest first")
+    total: int = Field(description="entries that pass the filters")
+
+
+class StatsAnswer(BaseModel):
+    window: str
+    since: datetime = Field(description="the first minute of the window (inclusive)")
+    until: datetime = Field(description="the time of the answer; a minute is written once it is over")
+    items: list[MinuteSummary] = Field(description="oldest minute first, routes in order within one")

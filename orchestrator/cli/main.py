@@ -10,10 +10,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orchestrator.cli import client, models, serve
+from orchestrator.cli import client, importer, models, serve
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import configure as configure_logging
 from orchestrator.modelrepo.fetch import ModelFetchError
+from orchestrator.modelrepo.pth import ARCHS
 from orchestrator.runtime.processes import StartError
 from orchestrator.runtime.triton_env import TritonEnvironmentError
 
@@ -52,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
     imported.add_argument(
         "--normalize", required=True, metavar="MEAN,STD,rgb|bgr", help="the model's input: (x - MEAN) / STD"
     )
+    checkpoint = command(
+        "import-pth",
+        "add an InsightFace arcface_torch checkpoint (iresnet) as the next arcface version",
+        models.cmd_import_pth,
+        model_commands,
+    )
+    checkpoint.add_argument("path", type=Path, metavar="FILE.pth")
+    checkpoint.add_argument("--arch", required=True, choices=ARCHS, help="the backbone it was trained as")
     derived = command(
         "derive", "build a second arcface version from version 1", models.cmd_derive, model_commands
     )
@@ -64,6 +73,19 @@ def parser() -> argparse.ArgumentParser:
     rollout.add_argument("--rollback", type=int, metavar="ROLLOUT_ID", help="reverse a finished rollout")
     rollout.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
     rollout.add_argument("--api-key", default=os.environ.get("FACEREC_API_KEY"), help="an admin key")
+
+    people = command(
+        "import", "import people and their photos from a CSV file, through the API", importer.cmd_import
+    )
+    people.add_argument("csv", type=Path, metavar="people.csv", help="see the README for its columns")
+    people.add_argument("--images", type=Path, required=True, metavar="DIR", help="where the photos are")
+    people.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
+    people.add_argument(
+        "--key", "--api-key", dest="key", default=os.environ.get("FACEREC_API_KEY"), help="an admin key"
+    )
+    people.add_argument("--errors", type=Path, metavar="errors.csv", help="the failed rows, with why")
+    people.add_argument("--jobs", type=int, default=4, help="rows sent at once (default 4)")
+    people.add_argument("--pick-largest", action="store_true", help="enrol the largest face of a group photo")
 
     command("triton-env", "create Triton's Python environment", models.cmd_triton_env)
     for name, help_text, handler in (

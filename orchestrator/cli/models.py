@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from orchestrator.cli.common import settings_from
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import ModelStore, fetch_models
+from orchestrator.modelrepo.records import describe
 from orchestrator.runtime.triton_env import ensure_environment
 
 
@@ -29,6 +30,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_pth(args: argparse.Namespace) -> int:
+    from orchestrator.modelrepo import pth
+
+    pth.require_torch()
+    settings = settings_from(args)
+    store = fetch_models(settings.models_dir)
+    version = pth.import_checkpoint(store, args.path, args.arch)
+    print(
+        f"imported {args.path} (iresnet {args.arch}, input RGB (x/255 - 0.5)/0.5) as arcface version "
+        f"{version}; switch to it with `facerec rollout {version}`"
+    )
+    return 0
+
+
 def cmd_derive(args: argparse.Namespace) -> int:
     from orchestrator.modelrepo.importer import derive
 
@@ -45,6 +60,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 1
     for spec in DEFAULT_MODELS:
         print(f"{spec.name}\tversions {', '.join(map(str, store.versions(spec.name)))}")
+    # The embedder's versions as GET /v1/models describes them, one indented line each.
+    described = describe(store.repository("cpu") / ARCFACE.name, store.derived_versions())
+    for version, record in described.items():
+        created = record.created_at.isoformat(timespec="seconds")
+        print(f"\t{version}\t{record.source}\t{created}\t{record.origin or ''}".rstrip("\t"))
     return 0
 
 

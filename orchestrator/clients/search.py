@@ -209,6 +209,7 @@ class SearchClient:
         )
         infos = [CollectionInfo.model_validate(a.json()) for a in answers]
         devices = sorted({i.device for i in infos})
+        memory = [i.memory_bytes for i in infos]
         return CollectionInfo(
             name=name,
             dim=infos[0].dim,
@@ -216,6 +217,7 @@ class SearchClient:
             checksum=combine_checksums(i.checksum for i in infos),
             index=infos[0].index,
             device=",".join(devices),
+            memory_bytes=None if None in memory else sum(m for m in memory if m is not None),
         )
 
     async def health(self) -> list[Health]:

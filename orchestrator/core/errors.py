@@ -6,6 +6,9 @@ headers in one place (:mod:`orchestrator.api.problems`), the command line prints
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 
 class FacerecError(Exception):
     """A failure the caller can understand; ``detail`` says what happened, fit to show them."""
@@ -52,6 +55,24 @@ class ImageTooLarge(ImageError):
 
 class FaceCountError(FacerecError):
     """No face, or several, where exactly one is needed."""
+
+
+@dataclass(frozen=True)
+class QualityReason:
+    """One enrolment criterion a face failed: what was measured, and the bound it missed."""
+
+    criterion: str
+    value: float
+    threshold: float
+    message: str
+
+
+class QualityRejected(FacerecError):
+    """The face is too small, blurred, turned or uncertain to enrol; ``reasons`` says which, measured."""
+
+    def __init__(self, detail: str, reasons: Sequence[QualityReason]) -> None:
+        super().__init__(detail)
+        self.reasons = tuple(reasons)
 
 
 class UpstreamUnavailable(FacerecError):

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
+from search_service.schema import CollectionSpec, IndexKind
 
 MIN_SECRET_CHARS = 24
 """Shortest FACEREC_ADMIN_KEY or FACEREC_SEARCH_TOKEN accepted (a generated one has 43+)."""
@@ -100,6 +101,69 @@ class RolloutSettings(BaseModel):
     run out (its process died) is taken over by another replica within a third of it."""
 
 
+_SPEC = CollectionSpec.model_fields
+
+
+class IndexSettings(BaseModel):
+    """The FAISS index of every collection the orchestrator creates (a rollout's, a rebuild's,
+    the first one): the search service's ``CollectionSpec`` under the same names and defaults,
+    whose bounds it checks at start. An existing collection keeps its kind; a rebuild
+    (``POST /v1/index/rebuild``) moves the gallery to a new one of this kind."""
+
+    kind: IndexKind = "flat"
+    """``flat`` (exact), ``ivf`` or ``hnsw`` (approximate; recall measured in the README)."""
+    nlist: int = _SPEC["nlist"].default
+    """ivf: inverted lists; the index trains once the collection holds 39 × nlist vectors."""
+    nprobe: int = _SPEC["nprobe"].default
+    """ivf: lists searched per query."""
+    hnsw_m: int = _SPEC["hnsw_m"].default
+    """hnsw: graph degree."""
+    ef_construction: int = _SPEC["ef_construction"].default
+    """hnsw: candidates kept while adding."""
+    ef_search: int = _SPEC["ef_search"].default
+    """hnsw: candidates kept while searching."""
+
+    def spec(self, dim: int) -> CollectionSpec:
+        """The search service's collection spec for vectors of ``dim``."""
+        return CollectionSpec(dim=dim, index=self.kind, **self.model_dump(exclude={"kind"}))
+
+    @model_validator(mode="after")
+    def _within_the_service_bounds(self) -> IndexSettings:
+        self.spec(dim=1)  # the service's own bounds, checked at start rather than at a rollout
+        return self
+
+
+class LogSettings(BaseModel):
+    """The recognition log and the per-minute request statistics kept in the database."""
+
+    retention_days: PositiveInt = 30
+    """Log entries and statistics older than this are removed."""
+    prune_s: PositiveFloat = 3600.0
+    """How often each replica removes what is past the retention (and once at start)."""
+    stats_flush_s: PositiveFloat = 10.0
+    """How often each replica writes its request statistics of the minutes that are over."""
+
+
+class QualitySettings(BaseModel):
+    """The enrolment quality gate (``orchestrator/pipeline/quality.py``): a face that misses one
+    of these is refused with 422 and the reasons, measured. The defaults were measured on the
+    test photos and their degradations (README, "Quality gate"). Recognition is not gated."""
+
+    enabled: bool = True
+    """Off: every face found is enrolled. An admin can also skip the gate for one enrolment
+    (``?quality=off``)."""
+    min_face_px: NonNegativeFloat = 40.0
+    """Shorter side of the face's box, in pixels of the image as sent."""
+    min_sharpness: NonNegativeFloat = 25.0
+    """Variance of the Laplacian of the aligned 112×112 crop (the part inside the image)."""
+    max_yaw_deg: float = Field(default=35.0, ge=0.0, le=90.0)
+    """Sideways turn estimated from the 5 landmarks, either way."""
+    max_pitch_deg: float = Field(default=35.0, ge=0.0, le=90.0)
+    """Up or down tilt estimated from the 5 landmarks, either way."""
+    min_det_score: float = Field(default=0.9, ge=0.0, le=1.0)
+    """The detector's confidence (it reports faces from 0.7)."""
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused key or a database URL's password stays out of the log.
     model_config = SettingsConfigDict(
@@ -120,6 +184,9 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     api: ApiSettings = ApiSettings()
     rollout: RolloutSettings = RolloutSettings()
+    quality: QualitySettings = QualitySettings()
+    log: LogSettings = LogSettings()
+    index: IndexSettings = IndexSettings()
     search_urls: list[str] = []
     """Search service shard URLs; default: the local one beside ``FACEREC_PORT``."""
     search_token: SecretStr | None = None

@@ -255,6 +255,14 @@ class Faces(Store):
         log.info("embeddings stored", extra={"model_version": model_version, "count": written})
         return written
 
+    def face_image(self, face_id: int) -> bytes:
+        """The stored aligned crop of a face, PNG; NotFound when there is no such face."""
+        with self._reading() as session:
+            png = session.scalar(select(col(Face.crop_png)).where(col(Face.id) == face_id))
+        if png is None:
+            raise NotFound(f"face {face_id} not found")
+        return bytes(png)
+
     def count_faces(self) -> int:
         with self._reading() as session:
             return session.scalar(select(func.count(col(Face.id)))) or 0

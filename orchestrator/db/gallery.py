@@ -1,4 +1,4 @@
-"""The gallery: people, faces and embeddings, keys, live state and the recognition log.
+"""The gallery: people, faces and embeddings, keys, live state, the recognition log and request statistics.
 
 The database is the source of truth; the search index is rebuilt from
 :meth:`Gallery.embeddings` and checked against :meth:`Gallery.face_ids`.
@@ -9,11 +9,13 @@ from __future__ import annotations
 from orchestrator.db.faces import Faces
 from orchestrator.db.keys import Keys
 from orchestrator.db.people import People
+from orchestrator.db.recognition_log import RecognitionLogs
+from orchestrator.db.request_stats import RequestStatistics
 from orchestrator.db.rollouts import Rollouts
-from orchestrator.db.state import RecognitionLogs, State
+from orchestrator.db.state import State
 
 
-class Gallery(People, Faces, State, Keys, RecognitionLogs, Rollouts):
+class Gallery(People, Faces, State, Keys, RecognitionLogs, RequestStatistics, Rollouts):
     """Every operation opens its own session; synchronous, call from a worker thread.
 
     >>> gallery = Gallery(make_engine(url)); migrate(gallery.engine)

@@ -1,8 +1,7 @@
-"""What is live (generation, model version, collection) and the recognition log."""
+"""What is live: generation, model version, collection."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -10,7 +9,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from orchestrator.db.store import Store
-from orchestrator.db.tables import GalleryState, GalleryStatePublic, RecognitionLog, RecognitionLogPublic
+from orchestrator.db.tables import GalleryState, GalleryStatePublic
 from orchestrator.db.types import utcnow
 
 
@@ -75,18 +74,3 @@ class State(Store):
                 setattr(row, name, value)
             row.updated_at = utcnow()
         return _state(row)
-
-
-class RecognitionLogs(Store):
-    def log_recognitions(self, entries: Sequence[RecognitionLog]) -> None:
-        """Record answered recognitions in one transaction (the log writer's batches)."""
-        with self._writing() as session:
-            session.add_all(entries)
-
-    def recent_recognitions(self, limit: int = 100) -> list[RecognitionLogPublic]:
-        """The newest entries first."""
-        with self._reading() as session:
-            rows = session.scalars(
-                select(RecognitionLog).order_by(col(RecognitionLog.id).desc()).limit(limit)
-            ).all()
-            return [RecognitionLogPublic.model_validate(row, from_attributes=True) for row in rows]

@@ -12,17 +12,28 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 from pydantic import Field as PydanticField
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import CheckConstraint, Double, Index, MetaData, String
+from sqlalchemy import CheckConstraint, Double, Index, MetaData, String, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 from typing_extensions import TypeAliasType
 
-from orchestrator.db.types import Blob, ExternalIdColumn, Json, UtcDateTime, utcnow
+from orchestrator.db.types import (
+    AddressColumn,
+    Blob,
+    ExternalIdColumn,
+    GenderColumn,
+    Json,
+    UtcDateTime,
+    utcnow,
+)
 
 NAME_MAX = 200
+AGE_MAX = 150
+GENDER_MAX = 32
+ADDRESS_MAX = 500
 _SPACES = r"\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 """Every character ``str.isspace`` (so ``str.strip``) counts, as a regex class body."""
 NO_NUL = r"^[^\x00]*$"
@@ -81,6 +92,36 @@ def clean_external_id(value: str | None) -> str | None:
     return value or None
 
 
+def clean_age(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("age must be a whole number")
+    if not 0 <= value <= AGE_MAX:
+        raise ValueError(f"age must be 0..{AGE_MAX}")
+    return value
+
+
+def _clean_text(value: str | None, what: str, limit: int) -> str | None:
+    """A short optional text: stripped, and None when nothing is left (as for external_id)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    value = _no_nul(value, what).strip()
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+    return value or None
+
+
+def clean_gender(value: str | None) -> str | None:
+    return _clean_text(value, "gender", GENDER_MAX)
+
+
+def clean_address(value: str | None) -> str | None:
+    return _clean_text(value, "address", ADDRESS_MAX)
+
+
 def clean_attributes(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("attributes must be a JSON object")
@@ -123,6 +164,33 @@ ExternalId = Annotated[
     | None,
     AfterValidator(clean_external_id),
 ]
+
+
+def _a_number(value: Any) -> Any:
+    # JSON Schema's integer: 42 and 42.0, not "42" or true (which pydantic's lax int would take).
+    if isinstance(value, str | bool):
+        raise ValueError("age must be a whole number")
+    return value
+
+
+Age = Annotated[
+    Annotated[int, PydanticField(ge=0, le=AGE_MAX), BeforeValidator(_a_number)] | None,
+    AfterValidator(clean_age),
+]
+Gender = Annotated[
+    Annotated[
+        str, StringConstraints(max_length=GENDER_MAX), PydanticField(json_schema_extra={"pattern": NO_NUL})
+    ]
+    | None,
+    AfterValidator(clean_gender),
+]
+Address = Annotated[
+    Annotated[
+        str, StringConstraints(max_length=ADDRESS_MAX), PydanticField(json_schema_extra={"pattern": NO_NUL})
+    ]
+    | None,
+    AfterValidator(clean_address),
+]
 _Text = Annotated[str, PydanticField(json_schema_extra={"pattern": NO_NUL})]
 AttributeName = TypeAliasType("AttributeName", _Text)
 AttributeValue = TypeAliasType(
@@ -134,9 +202,16 @@ Attributes = Annotated[dict[AttributeName, AttributeValue], AfterValidator(clean
 ATTRIBUTES = f"any JSON object, at most {ATTRIBUTES_MAX_BYTES} bytes of it, no NUL in its texts"
 
 
+AGE = f"whole years, 0..{AGE_MAX}"
+TEXT = "stripped; empty means none"
+
+
 class PersonBase(DbModel):
     name: PersonName = Field(max_length=NAME_MAX)  # the column's length; the rules are in the type
     external_id: ExternalId = Field(default=None, max_length=NAME_MAX)
+    age: Age = Field(default=None, index=True, description=AGE)
+    gender: Gender = Field(default=None, index=True, sa_type=GenderColumn, description=TEXT)
+    address: Address = Field(default=None, index=True, sa_type=AddressColumn, description=TEXT)
     attributes: Attributes = Field(default_factory=dict, sa_type=Json, description=ATTRIBUTES)
 
 
@@ -150,6 +225,9 @@ class PersonUpdate(DbModel):
     # Not null: a name can be changed, not removed (the spec says so, the gallery checks it).
     name: PersonName | SkipJsonSchema[None] = None
     external_id: ExternalId = None
+    age: Age = Field(default=None, description=AGE + "; null removes it")
+    gender: Gender = Field(default=None, description=TEXT + "; null removes it")
+    address: Address = Field(default=None, description=TEXT + "; null removes it")
     attributes: Attributes | None = Field(default=None, description=ATTRIBUTES + "; null empties it")
 
 
@@ -162,11 +240,19 @@ class Person(PersonBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
-class PersonPublic(DbModel):
+class PersonSummary(DbModel):
+    """A person's own fields: what a recognition match carries."""
+
     id: int
     name: str
     external_id: str | None
+    age: int | None
+    gender: str | None
+    address: str | None
     attributes: dict[str, Any]
+
+
+class PersonPublic(PersonSummary):
     face_count: int
     created_at: datetime
 
@@ -241,19 +327,147 @@ class ApiKeyPublic(DbModel):
     revoked: bool
 
 
+LogSource = Literal["api", "job"]
+LogStatus = Literal["ok", "error"]
+LogDecision = Literal["match", "unknown", "none"]
+"""A log filter: a face matched; a face was unknown; no face was found (an answer without one)."""
+LOG_TEXT_MAX = 500
+FILENAME_MAX = 255
+
+
 class RecognitionLog(DbModel, table=True):
+    """One recognition of one image, answered or failed, from the API or a job (API.md's log)."""
+
     __tablename__ = "recognition_log"
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, index=True)
+    request_id: str | None = Field(default=None, max_length=64)
+    source: str = Field(default="api", max_length=8)
+    job_id: int | None = None
+    principal: str = Field(default="", max_length=NAME_MAX)
+    """Who asked: ``key:<id>`` for an API key."""
     api_key_id: int | None = Field(default=None, foreign_key="api_key.id", ondelete="SET NULL")
+    filename: str | None = Field(default=None, max_length=FILENAME_MAX)
+    status: str = Field(default="ok", max_length=8)
+    error_type: str | None = Field(default=None, max_length=64)
+    error_detail: str | None = Field(default=None, max_length=LOG_TEXT_MAX)
     image_sha256: str = Field(max_length=64)
     face_count: int
-    results: list[dict[str, Any]] = Field(default_factory=list, sa_type=Json)
-    """Per face: decision, best person id and similarity."""
+    matched_faces: int = 0
+    """Faces whose decision was a match: what the decision filter reads."""
     model_version: str = Field(max_length=64)
     took_ms: float = Field(sa_type=Double)
     cached: bool = False
+
+
+class RecognitionMatch(DbModel, table=True):
+    """A face of a logged recognition that matched a person, with the name it had then.
+
+    No foreign key to the person: the log keeps what was answered after the person is gone.
+    """
+
+    __tablename__ = "recognition_match"
+    __table_args__ = (Index(None, "person_id", "log_id"),)
+
+    log_id: int = Field(foreign_key="recognition_log.id", ondelete="CASCADE", primary_key=True)
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    """The matched face's place in the answer's faces (largest first)."""
+    person_id: int
+    name: str = Field(max_length=NAME_MAX)
+    similarity: float = Field(sa_type=Double)
+
+
+class LogMatch(DbModel):
+    person_id: int
+    name: str
+    similarity: float
+
+
+class RecognitionLogCreate(DbModel):
+    """A log entry as the recognition service makes it; the gallery writes it in batches."""
+
+    created_at: datetime = Field(default_factory=utcnow)
+    request_id: str | None = None
+    source: LogSource = "api"
+    job_id: int | None = None
+    principal: str = ""
+    api_key_id: int | None = None
+    filename: str | None = None
+    status: LogStatus = "ok"
+    error_type: str | None = None
+    error_detail: str | None = None
+    image_sha256: str
+    faces: int = 0
+    matches: list[LogMatch] = Field(default_factory=list)
+    """The best match of each face that matched, in the answer's face order."""
+    model_version: str = ""
+    took_ms: float
+    cached: bool = False
+
+
+class RecognitionLogPublic(DbModel):
+    id: int
+    created_at: datetime
+    request_id: str | None
+    source: LogSource
+    job_id: int | None
+    principal: str
+    filename: str | None
+    status: LogStatus
+    error_type: str | None = PydanticField(
+        description="on an error: its kind, e.g. ImageError, UpstreamUnavailable"
+    )
+    error_detail: str | None = PydanticField(description="on an error: what the caller was told")
+    faces: int = PydanticField(description="faces found")
+    matches: list[LogMatch] = PydanticField(description="the best match of each face that matched")
+    took_ms: float
+    model_version: str
+    cached: bool
+
+
+class RequestMinute(DbModel, table=True):
+    """One replica's requests to one route in one minute, written once the minute is over.
+
+    Replicas write their own rows and a query sums them. Percentiles do not add up, so each
+    row keeps a latency histogram over fixed buckets (``orchestrator/stats/latency.py``);
+    histograms add up, and percentiles are read from the sum.
+    """
+
+    __tablename__ = "request_minute"
+    __table_args__ = (UniqueConstraint("minute", "route", "replica"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    minute: datetime = Field(sa_type=UtcDateTime)
+    """The minute's start, UTC."""
+    route: str = Field(max_length=NAME_MAX)
+    """Method and route template: ``POST /v1/recognize``."""
+    replica: str = Field(max_length=NAME_MAX)
+    requests: int
+    errors: int
+    """Answers with a status of 400 or more."""
+    server_errors: int
+    """Answers with a status of 500 or more."""
+    faces: int
+    cache_hits: int
+    latency: list[int] = Field(sa_type=Json)
+    """Requests per latency bucket, one more than the bucket bounds (the last: above them all)."""
+    max_ms: float = Field(sa_type=Double)
+
+
+class RequestMinuteSum(DbModel):
+    """One route's minute summed over the replicas that served it; the histogram too."""
+
+    minute: datetime
+    route: str
+    requests: int
+    errors: int
+    server_errors: int
+    faces: int
+    cache_hits: int
+    latency: list[int]
+    max_ms: float
+    replicas: int
 
 
 RolloutState = Literal[
@@ -305,18 +519,6 @@ class RolloutPublic(DbModel):
     lease_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
-
-
-class RecognitionLogPublic(DbModel):
-    id: int
-    created_at: datetime
-    api_key_id: int | None
-    image_sha256: str
-    face_count: int
-    results: list[dict[str, Any]]
-    model_version: str
-    took_ms: float
-    cached: bool
 
 
 class GalleryState(DbModel, table=True):

@@ -20,6 +20,10 @@ Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 ExternalIdColumn = String(200).with_variant(mysql.VARCHAR(200, collation="utf8mb4_bin"), *MYSQL)
 """Compared exactly on MySQL too; its default collations ignore case and trailing spaces."""
+GenderColumn = String(32).with_variant(mysql.VARCHAR(32, collation="utf8mb4_bin"), *MYSQL)
+AddressColumn = String(500).with_variant(mysql.VARCHAR(500, collation="utf8mb4_bin"), *MYSQL)
+"""Exact on MySQL as well: the people filters fold case with ``lower()`` alike on every database,
+where MySQL's default collations would also fold accents."""
 
 
 def utcnow() -> datetime:

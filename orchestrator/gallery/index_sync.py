@@ -114,8 +114,28 @@ class Reconciliation:
     """Faces missing from the collection or extra in it, that stayed so while writes settled."""
 
 
-async def ensure_collection(search: SearchClient, name: str, dim: int) -> None:
-    await search.create_collection(name, CollectionSpec(dim=dim))
+async def ensure_collection(search: SearchClient, name: str, spec: CollectionSpec) -> None:
+    """Create collection ``name`` as ``spec`` says, unless it exists.
+
+    One that exists with other index settings is kept as it is: the settings (``FACEREC_INDEX__*``)
+    shape the collections made from now on, and the live one moves to them by a rebuild.
+    One of another dimension cannot serve these embeddings: that is an error.
+    """
+    try:
+        await search.create_collection(name, spec)
+    except SearchServiceError as error:
+        if error.status != 409 or not str(error.problem.get("type", "")).endswith(":collection-exists"):
+            raise
+        info = await search.info(name)
+        if info.dim != spec.dim:
+            raise
+        if info.index != spec.index:
+            log.warning(
+                "collection %s is %s, the settings say %s: a rebuild (POST /v1/index/rebuild) moves it",
+                name,
+                info.index,
+                spec.index,
+            )
 
 
 async def disagreement(gallery: Gallery, search: SearchClient, collection: str, version: str) -> set[int]:
@@ -130,7 +150,11 @@ async def disagreement(gallery: Gallery, search: SearchClient, collection: str, 
 
 
 async def reconcile(
-    gallery: Gallery, search: SearchClient, pipeline: FacePipeline, dim: int, settle_s: float = 2.0
+    gallery: Gallery,
+    search: SearchClient,
+    pipeline: FacePipeline,
+    spec: CollectionSpec,
+    settle_s: float = 2.0,
 ) -> Reconciliation:
     """Compare the active collection with the database; changes nothing in the collection.
 
@@ -141,7 +165,7 @@ async def reconcile(
     """
     state = await asyncio.to_thread(gallery.state)
     collection, version = state.active_collection, state.active_model_version
-    await ensure_collection(search, collection, dim)
+    await ensure_collection(search, collection, spec)
     await embed_missing(gallery, pipeline, version)
     differing = await disagreement(gallery, search, collection, version)
     if differing:

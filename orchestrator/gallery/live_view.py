@@ -6,7 +6,8 @@ replica sees its own writes immediately and other replicas within ``refresh_s``.
 rollout runner waits ``refresh_s`` after a switch before draining the old version, so no
 replica still sends to it.
 
-Face owners are remembered per gallery generation: deletes and renames bump the
+Face owners (the person each face belongs to, with the public fields a match carries)
+are remembered per gallery generation: deletes and every change of a person bump the
 generation in their own transaction, so once the state shows the new generation every
 owner remembered from before is forgotten.
 """
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.keys import hash_key
-from orchestrator.db.tables import ApiKeyPublic, GalleryStatePublic
+from orchestrator.db.tables import ApiKeyPublic, GalleryStatePublic, PersonSummary
 
 
 class LiveView:
@@ -30,7 +31,7 @@ class LiveView:
         self._state: GalleryStatePublic | None = None
         self._state_read_at = 0.0
         self._state_lock = asyncio.Lock()
-        self._owners: dict[int, tuple[int, str]] = {}
+        self._owners: dict[int, PersonSummary] = {}
         self._owners_epoch = 0
         self._keys: dict[str, tuple[ApiKeyPublic, float]] = {}
 
@@ -66,8 +67,8 @@ class LiveView:
         self._owners = {}
         self._owners_epoch += 1
 
-    async def owners(self, face_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
-        """face id → (person id, name) for the ids still in the gallery."""
+    async def owners(self, face_ids: Sequence[int]) -> dict[int, PersonSummary]:
+        """face id → the person it belongs to, for the ids still in the gallery."""
         # The owners known when the lookup starts answer for their ids even if a write
         # forgets them meanwhile: re-reading them from the new dict would drop a person's
         # own faces from the answer and turn a match into "unknown".
@@ -75,7 +76,7 @@ class LiveView:
         missing = sorted({i for i in face_ids if i not in known})
         if missing:
             epoch = self._owners_epoch
-            found = await asyncio.to_thread(self.gallery.faces_by_id, missing)
+            found = await asyncio.to_thread(self.gallery.face_owners, missing)
             if epoch == self._owners_epoch:  # not forgotten meanwhile: still this generation's
                 known.update(found)
             else:

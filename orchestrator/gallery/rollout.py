@@ -33,7 +33,7 @@ from pathlib import Path
 from orchestrator.clients.search import SearchClient, SearchServiceError
 from orchestrator.clients.triton_control import ModelControl
 from orchestrator.core.errors import Conflict, InvalidRequest
-from orchestrator.core.settings import RolloutSettings
+from orchestrator.core.settings import IndexSettings, RolloutSettings
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.rollouts import LeaseLost
 from orchestrator.db.tables import RolloutKind, RolloutPublic
@@ -71,6 +71,8 @@ class RolloutRunner:
         settings: RolloutSettings | None = None,
         live: LiveView | None = None,
         repository: Path | None = None,
+        *,
+        index: IndexSettings | None = None,
     ) -> None:
         self.gallery = gallery
         self.search = search
@@ -81,6 +83,8 @@ class RolloutRunner:
         self.live = live or LiveView(gallery, refresh_s=0.0)
         self.repository = repository
         """Triton's model repository as seen here; None: Triton's disk is not ours to write."""
+        self.spec = (index or IndexSettings()).spec(dim)
+        """What every collection made here is (a rollout's, a rebuild's, a missing live one)."""
         self.owner = process_name()
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -111,7 +115,7 @@ class RolloutRunner:
         replicas keeps its answers; starting it takes the rollout lock, so of replicas that
         start together one rebuilds and the others go on (that rebuild ends checked).
         """
-        found = await reconcile(self.gallery, self.search, self.pipeline, self.dim)
+        found = await reconcile(self.gallery, self.search, self.pipeline, self.spec)
         if not found.disagreeing:
             return found
         log.warning(
@@ -127,7 +131,7 @@ class RolloutRunner:
             log.warning("not rebuilding here: %s", busy)
             return found
         await self.finished(record.rollout_id)
-        after = await reconcile(self.gallery, self.search, self.pipeline, self.dim)
+        after = await reconcile(self.gallery, self.search, self.pipeline, self.spec)
         return replace(after, rebuilt=True)
 
     async def rollback(self, rollout_id: int) -> RolloutPublic:
@@ -242,7 +246,7 @@ class RolloutRunner:
             if not switched:
                 await self._update(rid, state="loading")
                 await self._serve([old, new])
-                await ensure_collection(self.search, record.collection, self.dim)
+                await ensure_collection(self.search, record.collection, self.spec)
                 with self.live.writing():
                     await asyncio.to_thread(self.gallery.set_pending, new, record.collection)
 

@@ -4,7 +4,8 @@ Everything is built in a temporary directory beside the target and renamed into 
 the end, so a failure (wrong checksum, npm missing, disk full) leaves nothing half-written,
 and a second run over a complete repository is a no-op. A rebuild over an older store (an
 upgrade changed a config or the backend) keeps what the operator added to it: the imported
-and derived ``arcface`` versions, the record of derived ones, and each model's version policy.
+and derived ``arcface`` versions with their records (``records.py``), the record of derived
+ones, and each model's version policy.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import onnx
 
 from orchestrator.modelrepo.batching import make_batch_dynamic
 from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS, NPM_PACKAGE, NPM_TARBALL_SHA256, ModelSpec
+from orchestrator.modelrepo.records import VersionRecord, describe, write_records
 from orchestrator.modelrepo.repository import (
     CONFIG_FILE,
     TARGETS,
@@ -78,6 +80,24 @@ class ModelStore:
     def derived(self) -> Path:
         """Which ``arcface`` versions were derived from v1, by kind (``importer.derive``)."""
         return self.root / DERIVED
+
+    def derived_versions(self) -> set[int]:
+        """The versions ``derived.json`` names (none when it is missing or unreadable)."""
+        try:
+            return {int(v) for v in json.loads(self.derived.read_text()).values()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return set()
+
+    @classmethod
+    def containing(cls, repository: Path) -> ModelStore | None:
+        """The store whose target ``repository`` is (``<store>/repository/<target>``), if any.
+
+        An orchestrator may see Triton's repository without the store around it.
+        """
+        store = cls(repository.parent.parent)
+        if repository.parent.name != "repository" or not store.manifest.is_file():
+            return None
+        return store
 
     def is_complete(self) -> bool:
         try:
@@ -167,6 +187,16 @@ def _carry_versions(old: ModelStore, new: ModelStore) -> dict[int, Path]:
     return carried
 
 
+def _write_records(old: ModelStore, new: ModelStore, carried: dict[int, Path]) -> None:
+    """Record version 1 as fetched, and keep the carried versions' records (or what they were)."""
+    derived = old.derived_versions()
+    for target in TARGETS:
+        kept = describe(old.repository(target) / ARCFACE.name, derived)
+        records = {v: kept[v] for v in carried if v in kept}
+        records[1] = VersionRecord.now("fetched", origin=f"{NPM_PACKAGE} {Path(ARCFACE.source).name}")
+        write_records(new.repository(target) / ARCFACE.name, records)
+
+
 def _carry_policies(old: ModelStore, new: ModelStore) -> None:
     """Give every model of ``new`` the version policy it had in ``old``, where it still can."""
     for target in TARGETS:
@@ -220,6 +250,7 @@ def fetch_models(models_dir: Path, tarball: Path | None = None) -> ModelStore:
         for target in TARGETS:
             write_repository(staged.repository(target), target, DEFAULT_MODELS, weights)
         _carry_policies(store, staged)
+        _write_records(store, staged, weights[ARCFACE.name])
         if store.derived.is_file():
             shutil.copyfile(store.derived, staged.derived)
         staged.manifest.write_text(

@@ -3,7 +3,8 @@
 The model is made batch-dynamic, given the canonical input normalisation, its tensors are
 renamed to the names every ``arcface`` version shares (one Triton config serves them all),
 and it is run once on a batch to check the shapes before anything is written. The new
-version directory is written aside and renamed into place, in both repository targets.
+version directory is written aside and renamed into place, in both repository targets, each
+after the version's record (``records.py``): a version never appears without it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import onnxruntime as ort
 
 from orchestrator.modelrepo.batching import BATCH_DIM, make_batch_dynamic
 from orchestrator.modelrepo.catalog import ARCFACE
-from orchestrator.modelrepo.fetch import ModelFetchError, ModelStore
+from orchestrator.modelrepo.fetch import ModelFetchError, ModelStore, sha256_file
+from orchestrator.modelrepo.records import Source, VersionRecord, add_record
 from orchestrator.modelrepo.repository import MODEL_FILE, TARGETS, backend_model_source, replace_file
 from orchestrator.modelrepo.variants import Normalization, with_normalization
 
@@ -67,9 +69,26 @@ def prepare(model: onnx.ModelProto, normalization: Normalization) -> onnx.ModelP
     return model
 
 
-def add_version(store: ModelStore, model: onnx.ModelProto, normalization: Normalization) -> int:
-    """Write ``model`` as the next ``arcface`` version in both targets; returns the version."""
+def add_version(
+    store: ModelStore,
+    model: onnx.ModelProto,
+    normalization: Normalization,
+    *,
+    source: Source = "imported",
+    origin: str | None = None,
+    sha256: str | None = None,
+) -> int:
+    """Write ``model`` as the next ``arcface`` version in both targets; returns the version.
+
+    ``origin`` and ``sha256`` say what it was made from, for its record.
+    """
     prepared = prepare(model, normalization)
+    record = VersionRecord.now(
+        source,
+        origin=origin,
+        sha256=sha256,
+        normalization=None if normalization.is_canonical else str(normalization),
+    )
     version = max(store.versions(ARCFACE.name), default=0) + 1
     onnx_file = store.batched / f"{ARCFACE.name}-{version}.onnx"
     onnx.save(prepared, str(onnx_file))
@@ -81,6 +100,7 @@ def add_version(store: ModelStore, model: onnx.ModelProto, normalization: Normal
         shutil.copyfile(onnx_file, staging / MODEL_FILE)
         if target == "cpu":
             (staging / "model.py").write_text(backend_model_source())
+        add_record(model_dir, version, record)
         staging.rename(model_dir / str(version))
     return version
 
@@ -97,7 +117,7 @@ def derive(store: ModelStore, kind: str) -> int:
     if kind not in builders:
         raise ModelImportError(f"unknown variant {kind!r}; choose from {sorted(builders)}")
     v1 = onnx.load(str(store.batched / f"{ARCFACE.name}-1.onnx"))
-    version = add_version(store, builders[kind](v1), Normalization())
+    version = add_version(store, builders[kind](v1), Normalization(), source="derived", origin=kind)
     known[kind] = version
     # By rename: a torn record would break every later derive, and the store may share it.
     replace_file(record, json.dumps(known, indent=2))
@@ -109,4 +129,4 @@ def import_file(store: ModelStore, path: Path, normalization: Normalization) -> 
         model = onnx.load(str(path))
     except Exception as error:  # onnx raises protobuf's DecodeError as well as OSError
         raise ModelImportError(f"{path}: not a readable ONNX model ({error})") from error
-    return add_version(store, model, normalization)
+    return add_version(store, model, normalization, origin=path.name, sha256=sha256_file(path))

@@ -38,6 +38,10 @@ class Normalization:
             raise ValueError("std must be positive")
         return cls(mean, std, parts[2])
 
+    def __str__(self) -> str:
+        """The form :meth:`parse` reads: ``127.5,127.5,rgb``."""
+        return f"{self.mean:g},{self.std:g},{self.channels}"
+
     @property
     def is_canonical(self) -> bool:
         return (self.mean, self.std, self.channels) == (CANONICAL_MEAN, CANONICAL_STD, "rgb")
@@ -67,13 +71,14 @@ def with_normalization(model: onnx.ModelProto, norm: Normalization) -> onnx.Mode
         [
             numpy_helper.from_array(np.array(a, np.float32), f"{entry}__scale"),
             numpy_helper.from_array(np.array(b, np.float32), f"{entry}__shift"),
-            numpy_helper.from_array(np.array([2, 1, 0], np.int64), f"{entry}__bgr"),
         ]
     )
     nodes = [helper.make_node("Mul", [entry, f"{entry}__scale"], [f"{entry}__scaled"])]
     shifted = f"{entry}__shifted" if norm.channels == "bgr" else inner
     nodes.append(helper.make_node("Add", [f"{entry}__scaled", f"{entry}__shift"], [shifted]))
     if norm.channels == "bgr":
+        # Only here: an unused initializer draws a warning from ONNX Runtime at every load.
+        graph.initializer.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), f"{entry}__bgr"))
         nodes.append(helper.make_node("Gather", [shifted, f"{entry}__bgr"], [inner], axis=1))
     for node in reversed(nodes):
         graph.node.insert(0, node)

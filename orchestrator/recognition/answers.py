@@ -12,6 +12,7 @@ from typing import Literal, SupportsFloat
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.db.tables import PersonSummary
 from orchestrator.pipeline.vision.faces import Face
 from search_service.schema import Hit
 
@@ -23,6 +24,7 @@ class Match(BaseModel):
     name: str
     face_id: int
     similarity: float = Field(description="cosine similarity in [-1, 1]")
+    person: PersonSummary = Field(description="the person's public fields, as when the answer was made")
 
 
 class DetectedFace(BaseModel):
@@ -62,7 +64,21 @@ class RecognizeAnswer(ImageRecognition):
                         "quality": 0.97,
                         "decision": "match",
                         "matches": [
-                            {"person_id": 1, "name": "Barack Obama", "face_id": 3, "similarity": 0.69}
+                            {
+                                "person_id": 1,
+                                "name": "Barack Obama",
+                                "face_id": 3,
+                                "similarity": 0.69,
+                                "person": {
+                                    "id": 1,
+                                    "name": "Barack Obama",
+                                    "external_id": "P-0044",
+                                    "age": 64,
+                                    "gender": "male",
+                                    "address": "Washington, D.C.",
+                                    "attributes": {"role": "president"},
+                                },
+                            }
                         ],
                     }
                 ],
@@ -101,7 +117,7 @@ def detected_face(face: Face) -> DetectedFace:
     return DetectedFace(box=_round(face.box), det_score=round(face.det_score, 4), landmarks=points)
 
 
-def person_matches(hits: Sequence[Hit], owners: Mapping[int, tuple[int, str]], top_k: int) -> list[Match]:
+def person_matches(hits: Sequence[Hit], owners: Mapping[int, PersonSummary], top_k: int) -> list[Match]:
     """Best face per person, best first; hits whose face is gone from the database are dropped.
 
     Dropping unknown ids is what keeps an index entry orphaned by a crash from ever being
@@ -112,10 +128,13 @@ def person_matches(hits: Sequence[Hit], owners: Mapping[int, tuple[int, str]], t
         owner = owners.get(hit.id)
         if owner is None:
             continue
-        person_id, name = owner
-        if person_id not in best:
-            best[person_id] = Match(
-                person_id=person_id, name=name, face_id=hit.id, similarity=round(hit.score, 4)
+        if owner.id not in best:
+            best[owner.id] = Match(
+                person_id=owner.id,
+                name=owner.name,
+                face_id=hit.id,
+                similarity=round(hit.score, 4),
+                person=owner,
             )
     return sorted(best.values(), key=lambda m: (-m.similarity, m.person_id))[:top_k]
 

@@ -1,8 +1,9 @@
 """The recognition cache: answers kept in Redis, keyed by image, parameters, model and gallery.
 
 A key names the image (sha256 of its bytes), the request parameters, the active model
-version and the gallery generation. Any enrol/delete bumps the generation in the database,
-so older answers are never read again and simply expire by TTL: no invalidation traffic.
+version and the gallery generation. Any enrol/delete, and any change of a person (answers
+carry the person's fields), bumps the generation in the database, so older answers are never
+read again and simply expire by TTL: no invalidation traffic.
 
 The cache is an optimisation, never a dependency: with Redis down every call returns at
 once (None / nothing stored), the cache reports "degraded" for /health/detailed and probes

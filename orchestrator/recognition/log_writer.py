@@ -1,4 +1,4 @@
-"""The recognition log, written in batches off the request path.
+"""The recognition log: its entries, made for each recognised image, and written in batches.
 
 One transaction per batch instead of one per answer: on SQLite a commit per request costs
 more CPU than the request's database reads. An entry waits in memory at most ``flush_s``;
@@ -11,11 +11,99 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
+from orchestrator.core.errors import FacerecError
+from orchestrator.core.logging import request_id_var
 from orchestrator.db.gallery import Gallery
-from orchestrator.db.tables import RecognitionLog
+from orchestrator.db.tables import (
+    FILENAME_MAX,
+    LOG_TEXT_MAX,
+    NAME_MAX,
+    LogMatch,
+    LogSource,
+    RecognitionLogCreate,
+)
+from orchestrator.recognition.answers import RecognizeAnswer
 
 log = logging.getLogger(__name__)
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """Storable on every backend: no NUL (PostgreSQL refuses it), valid UTF-8, within the column."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode().replace("\x00", "\ufffd")[:limit]
+
+
+def _request_id() -> str | None:
+    request_id = request_id_var.get()
+    return None if request_id == "-" else request_id
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asked for a recognition, and from where: what its log entry says beside the answer."""
+
+    principal: str
+    """``key:<id>`` for an API key."""
+    source: LogSource = "api"
+    job_id: int | None = None
+    api_key_id: int | None = None
+    filename: str | None = None
+    request_id: str | None = field(default_factory=_request_id)
+    """The request being served when the origin was made, if any."""
+
+    @classmethod
+    def api_key(cls, key_id: int, filename: str | None = None) -> Origin:
+        return cls(principal=f"key:{key_id}", api_key_id=key_id, filename=filename)
+
+
+def _entry(origin: Origin, image_sha256: str, **outcome: Any) -> RecognitionLogCreate:
+    return RecognitionLogCreate(
+        request_id=origin.request_id,
+        source=origin.source,
+        job_id=origin.job_id,
+        principal=_text(origin.principal, NAME_MAX) or "",
+        api_key_id=origin.api_key_id,
+        filename=_text(origin.filename, FILENAME_MAX),
+        image_sha256=image_sha256,
+        **outcome,
+    )
+
+
+def answered(origin: Origin, image_sha256: str, answer: RecognizeAnswer) -> RecognitionLogCreate:
+    """The entry of an answer: its faces, and the best match of each face that matched."""
+    best = [face.matches[0] for face in answer.faces if face.decision == "match" and face.matches]
+    return _entry(
+        origin,
+        image_sha256,
+        faces=len(answer.faces),
+        matches=[LogMatch(person_id=m.person_id, name=m.name, similarity=m.similarity) for m in best],
+        took_ms=answer.took_ms,
+        model_version=answer.model_version,
+        cached=answer.cached,
+    )
+
+
+def failed(
+    origin: Origin, image_sha256: str, error: Exception, took_ms: float, model_version: str
+) -> RecognitionLogCreate:
+    """The entry of a recognition that ended in an error: its kind and, for a known one, its detail."""
+    if isinstance(error, FacerecError):
+        kind, detail = type(error).__name__, _text(error.detail, LOG_TEXT_MAX)
+    else:  # a bug: its message may hold anything; the server's log has it, with its stack
+        kind, detail = "InternalError", f"an unexpected {type(error).__name__}"
+    return _entry(
+        origin,
+        image_sha256,
+        status="error",
+        error_type=kind,
+        error_detail=detail,
+        took_ms=took_ms,
+        model_version=model_version,
+    )
 
 
 class RecognitionLogWriter:
@@ -27,10 +115,10 @@ class RecognitionLogWriter:
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.dropped = 0
-        self._pending: list[RecognitionLog] = []
+        self._pending: list[RecognitionLogCreate] = []
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, entry: RecognitionLog) -> None:
+    def add(self, entry: RecognitionLogCreate) -> None:
         # Bounded: with the database down for long, the oldest entries go, not the memory.
         if len(self._pending) >= self.max_pending:
             del self._pending[0]

@@ -11,7 +11,6 @@ import numpy as np
 
 from orchestrator.clients.search import SearchServiceError
 from orchestrator.core.errors import UpstreamUnavailable
-from orchestrator.db.tables import RecognitionLog
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.pipeline.face_pipeline import FacePipeline, ModelVersions
 from orchestrator.recognition.answers import (
@@ -25,8 +24,9 @@ from orchestrator.recognition.answers import (
     recognized_face,
 )
 from orchestrator.recognition.cache import RecognitionCache
-from orchestrator.recognition.log_writer import RecognitionLogWriter
+from orchestrator.recognition.log_writer import Origin, RecognitionLogWriter, answered, failed
 from orchestrator.recognition.search_batching import SearchBatcher
+from orchestrator.stats.tally import count_recognition
 
 log = logging.getLogger(__name__)
 
@@ -59,43 +59,40 @@ class Recognition:
         top_k: int,
         threshold: float | None,
         max_faces: int | None,
-        api_key_id: int | None = None,
+        origin: Origin,
     ) -> RecognizeAnswer:
+        """Recognise every face of one image; logged as ``origin`` says, answered or failed."""
         started = time.perf_counter()
-        threshold = self.threshold if threshold is None else threshold
-        state = await self.live.state()
         image_sha256 = hashlib.sha256(image).hexdigest()
-        params = {"gallery": state.gallery_id, "top_k": top_k, "threshold": threshold, "max_faces": max_faces}
-        key = self.cache.key(image_sha256, params, state.active_model_version, state.generation)
-        found = await self.cache.get(key)
-        cached = found is not None
-        if found is None:
-            found = await self._recognize(image, state, top_k, threshold, max_faces)
-            await self.cache.set(key, found)
-        answer = RecognizeAnswer(
-            faces=found.faces,
-            model_version=found.model_version,
-            took_ms=round((time.perf_counter() - started) * 1000, 2),
-            cached=cached,
-        )
-        self.recognition_log.add(
-            RecognitionLog(
-                api_key_id=api_key_id,
-                image_sha256=image_sha256,
-                face_count=len(answer.faces),
-                results=[
-                    {
-                        "decision": f.decision,
-                        "person_id": f.matches[0].person_id if f.matches else None,
-                        "similarity": f.matches[0].similarity if f.matches else None,
-                    }
-                    for f in answer.faces
-                ],
-                model_version=answer.model_version,
-                took_ms=answer.took_ms,
+        version = ""
+        try:
+            threshold = self.threshold if threshold is None else threshold
+            state = await self.live.state()
+            version = state.active_model_version
+            params = {
+                "gallery": state.gallery_id,
+                "top_k": top_k,
+                "threshold": threshold,
+                "max_faces": max_faces,
+            }
+            key = self.cache.key(image_sha256, params, version, state.generation)
+            found = await self.cache.get(key)
+            cached = found is not None
+            if found is None:
+                found = await self._recognize(image, state, top_k, threshold, max_faces)
+                await self.cache.set(key, found)
+            answer = RecognizeAnswer(
+                faces=found.faces,
+                model_version=found.model_version,
+                took_ms=round((time.perf_counter() - started) * 1000, 2),
                 cached=cached,
             )
-        )
+        except Exception as error:
+            took_ms = round((time.perf_counter() - started) * 1000, 2)
+            self.recognition_log.add(failed(origin, image_sha256, error, took_ms, version))
+            raise
+        count_recognition(len(answer.faces), cached)
+        self.recognition_log.add(answered(origin, image_sha256, answer))
         return answer
 
     async def _recognize(

@@ -7,14 +7,17 @@ real pipeline refuses it; only the model calls and the index are faked.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from orchestrator.core.errors import FacerecError
 from orchestrator.db.gallery import Gallery
-from orchestrator.db.tables import RolloutPublic
+from orchestrator.db.people import NewFace
+from orchestrator.db.tables import PersonCreate, RolloutPublic
 from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
 from orchestrator.pipeline.vision.decode import decode
 from search_service.checksum import checksum_of_ids
@@ -53,7 +56,15 @@ class FakeRecognition:
     async def recognize(self, image: bytes, **options: Any) -> dict[str, Any]:
         decode(image)
         e = self.enrolled
-        person = {"id": e.person_id, "name": e.name, "external_id": None, "attributes": {}}
+        person = {
+            "id": e.person_id,
+            "name": e.name,
+            "external_id": None,
+            "age": None,
+            "gender": None,
+            "address": None,
+            "attributes": {},
+        }
         match = {"person_id": e.person_id, "name": e.name, "face_id": e.face_id, "similarity": 0.8}
         face = {**self._face(), "quality": 0.9, "decision": "match", "matches": [{**match, "person": person}]}
         return {"faces": [face], "model_version": "1", "took_ms": 1.0, "cached": False}
@@ -87,6 +98,35 @@ class FakeEnrolment:
             "quality": 0.9,
         }
 
+    async def enrol_person(
+        self, person: PersonCreate, images: list[tuple[str, bytes]], **options: Any
+    ) -> dict[str, Any]:
+        """Decodes every image, then stores the person with one face (a fixed vector) for each."""
+        for number, (name, image) in enumerate(images, 1):
+            try:
+                decode(image)
+            except FacerecError as error:
+                error.detail = f"file {number} ({name!r}): {error.detail}"
+                raise
+        faces = [
+            NewFace(
+                embedding=np.full(512, 1 / np.sqrt(512), np.float32),
+                model_version="1",
+                crop_png=png(112, 112),
+                image_sha256=hashlib.sha256(image).hexdigest(),
+                quality=0.9,
+                det_score=0.99,
+                box=BOX,
+            )
+            for _, image in images
+        ]
+        created, face_ids = await asyncio.to_thread(self.gallery.create_person_with_faces, person, faces)
+        enrolled = [
+            {"face_id": i, "person_id": created.id, "box": BOX, "det_score": 0.99, "quality": 0.9}
+            for i in face_ids
+        ]
+        return {**created.model_dump(), "faces": enrolled}
+
     async def delete_person(self, person_id: int) -> None:
         await asyncio.to_thread(self.gallery.delete_person, person_id)
 
@@ -109,6 +149,19 @@ class FakeRollouts:
     async def rollback(self, rollout_id: int) -> RolloutPublic:
         done = await asyncio.to_thread(self.gallery.get_rollout, rollout_id)
         return await self.start(done.from_version, reverses=rollout_id)
+
+    async def rebuild(self) -> RolloutPublic:
+        state = await asyncio.to_thread(self.gallery.state)
+        version = state.active_model_version
+        return await asyncio.to_thread(
+            lambda: self.gallery.start_rollout(
+                version,
+                version,
+                f"arcface-v{version}-rebuilt",
+                from_collection=state.active_collection,
+                kind="rebuild",
+            )
+        )
 
     async def wait(self) -> None:
         return None
@@ -145,8 +198,21 @@ class FakeSearch:
         state = await asyncio.to_thread(self.gallery.state)
         ids = await asyncio.to_thread(self.gallery.face_ids, state.active_model_version)
         return CollectionInfo(
-            name=name, dim=self.dim, count=len(ids), checksum=checksum_of_ids(ids), index="flat", device="cpu"
+            name=name,
+            dim=self.dim,
+            count=len(ids),
+            checksum=checksum_of_ids(ids),
+            index="flat",
+            device="cpu",
+            memory_bytes=len(ids) * (self.dim * 4 + 48),
         )
+
+    async def ids(self, name: str) -> np.ndarray:
+        state = await asyncio.to_thread(self.gallery.state)
+        return await asyncio.to_thread(self.gallery.face_ids, state.active_model_version)
+
+    async def delete(self, name: str, ids: Any) -> int:
+        return int(np.asarray(ids).size)
 
     async def aclose(self) -> None:
         return None

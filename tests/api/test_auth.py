@@ -25,6 +25,7 @@ Route = tuple[str, str]
 
 ROLES: dict[Route, str] = {
     # Probes, metrics and the API's own documentation: no key.
+    ("GET", "/health"): PUBLIC,
     ("GET", "/health/live"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
@@ -40,6 +41,7 @@ ROLES: dict[Route, str] = {
     ("GET", "/v1/people"): ANY_KEY,
     ("GET", "/v1/people/{person_id}"): ANY_KEY,
     ("GET", "/v1/people/{person_id}/faces"): ANY_KEY,
+    ("GET", "/v1/faces/{face_id}/image"): ANY_KEY,
     ("GET", "/health/detailed"): ANY_KEY,
     # Everything else changes the gallery, the keys or the model: admin only.
     ("POST", "/v1/people"): ADMIN,
@@ -54,6 +56,11 @@ ROLES: dict[Route, str] = {
     ("POST", "/v1/models/rollouts"): ADMIN,
     ("GET", "/v1/models/rollouts/{rollout_id}"): ADMIN,
     ("POST", "/v1/models/rollouts/{rollout_id}/rollback"): ADMIN,
+    ("GET", "/v1/log"): ADMIN,
+    ("GET", "/v1/stats"): ADMIN,
+    ("GET", "/v1/index"): ADMIN,
+    ("POST", "/v1/index/rebuild"): ADMIN,
+    ("DELETE", "/v1/people"): ADMIN,
 }
 
 IMAGE = ("face.png", png(), "image/png")
@@ -68,6 +75,7 @@ VALID_REQUESTS: dict[Route, dict[str, Any]] = {
     ("POST", "/v1/detect"): {"files": {"file": IMAGE}},
     ("POST", "/v1/keys"): {"json": {"name": "kiosk-2", "role": "recognize"}},
     ("POST", "/v1/models/rollouts"): {"json": {"version": "2"}},
+    ("DELETE", "/v1/people"): {"params": {"confirm": "all"}},
 }
 """A body (or upload) valid for the route; a route missing here is called without one."""
 

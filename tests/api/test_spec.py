@@ -21,6 +21,7 @@ JSON_BODY = {400, 413, 422}
 IMAGE = {400, 413, 415, 422, 503}
 
 STATUSES: dict[tuple[str, str], set[int]] = {
+    ("GET", "/health"): {200},
     ("GET", "/health/live"): {200},
     ("GET", "/health/ready"): {200, 503},
     ("GET", "/health/detailed"): {200, 503} | AUTH,
@@ -31,11 +32,13 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/recognize/batch"): {200, 400, 413, 422, 503} | AUTH,
     ("POST", "/v1/verify"): {200} | IMAGE | AUTH,
     ("POST", "/v1/detect"): {200} | IMAGE | AUTH,
-    ("POST", "/v1/people"): {201, 409} | JSON_BODY | ADMIN,
+    # JSON, or a form with photos (which may be corrupt, not images, faceless, or refused busy).
+    ("POST", "/v1/people"): {201, 409} | IMAGE | ADMIN,
     ("PATCH", "/v1/people/{person_id}"): {200, 404, 409} | JSON_BODY | ADMIN,
     ("DELETE", "/v1/people/{person_id}"): {204, 404, 422} | ADMIN,
     ("POST", "/v1/people/{person_id}/faces"): {201, 404} | IMAGE | ADMIN,
     ("DELETE", "/v1/faces/{face_id}"): {204, 404, 422} | ADMIN,
+    ("GET", "/v1/faces/{face_id}/image"): {200, 404, 422} | AUTH,
     ("GET", "/v1/keys"): {200} | ADMIN,
     ("POST", "/v1/keys"): {201} | JSON_BODY | ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): {204, 404, 422} | ADMIN,
@@ -43,6 +46,11 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/models/rollouts"): {202, 409} | JSON_BODY | ADMIN,
     ("GET", "/v1/models/rollouts/{rollout_id}"): {200, 404, 422} | ADMIN,
     ("POST", "/v1/models/rollouts/{rollout_id}/rollback"): {202, 404, 409, 422} | ADMIN,
+    ("GET", "/v1/log"): {200, 422} | ADMIN,
+    ("GET", "/v1/stats"): {200, 422} | ADMIN,
+    ("GET", "/v1/index"): {200, 503} | ADMIN,
+    ("POST", "/v1/index/rebuild"): {202, 409} | ADMIN,
+    ("DELETE", "/v1/people"): {200, 422, 503} | ADMIN,
 }
 """Every status each route can answer: its success, its auth (401, 403 on admin routes), 404
 for an id, 409 for a conflict, 400/413/415/422 for a body, 503 where Triton, the search
@@ -104,7 +112,7 @@ async def test_a_problem_as_answered_matches_its_schema(api: Api, admin: httpx.A
 async def test_a_405_names_every_method_of_the_path(admin: httpx.AsyncClient) -> None:
     """RFC 9110: ``Allow`` lists all of them, though routers of two roles share the path."""
     for path, methods in [
-        ("/v1/people", {"GET", "POST"}),
+        ("/v1/people", {"GET", "POST", "DELETE"}),
         ("/v1/people/1", {"GET", "PATCH", "DELETE"}),
         ("/v1/keys", {"GET", "POST"}),
     ]:

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.db.tables import PersonSummary
 from orchestrator.recognition.answers import ImageRecognition, Match, RecognizedFace
 from orchestrator.recognition.cache import RecognitionCache, redact_url
 from orchestrator.runtime.local_valkey import LocalValkey
 from orchestrator.runtime.processes import free_port
 
 IMAGE = hashlib.sha256(b"a probe image").hexdigest()
+ANN = PersonSummary(id=1, name="Ann", external_id=None, age=None, gender=None, address=None, attributes={})
 PARAMS = {"top_k": 5, "threshold": 0.31, "min_face": 40}
 ANSWER = ImageRecognition(
     faces=[
@@ -26,7 +28,7 @@ ANSWER = ImageRecognition(
             landmarks=[[40.5, 70.0], [90.5, 70.0], [65.0, 95.0], [45.0, 120.0], [85.0, 120.0]],
             quality=0.91,
             decision="match",
-            matches=[Match(person_id=1, name="Ann", face_id=7, similarity=0.62)],
+            matches=[Match(person_id=1, name="Ann", face_id=7, similarity=0.62, person=ANN)],
         )
     ],
     model_version="1",
@@ -34,7 +36,9 @@ ANSWER = ImageRecognition(
 STORED = (
     '{"faces":[{"box":[10.0,20.0,130.0,160.0],"decision":"match","det_score":0.9987,'
     '"landmarks":[[40.5,70.0],[90.5,70.0],[65.0,95.0],[45.0,120.0],[85.0,120.0]],'
-    '"matches":[{"face_id":7,"name":"Ann","person_id":1,"similarity":0.62}],"quality":0.91}],'
+    '"matches":[{"face_id":7,"name":"Ann","person":{"address":null,"age":null,"attributes":{},'
+    '"external_id":null,"gender":null,"id":1,"name":"Ann"},"person_id":1,"similarity":0.62}],'
+    '"quality":0.91}],'
     '"model_version":"1"}'
 )
 """``ANSWER`` as every version of the orchestrator stores it: canonical JSON, sorted keys."""

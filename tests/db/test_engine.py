@@ -29,6 +29,8 @@ TABLES = {
     "face_embedding",
     "api_key",
     "recognition_log",
+    "recognition_match",
+    "request_minute",
     "rollout",
     "gallery_state",
     "alembic_version",

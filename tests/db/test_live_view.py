@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from orchestrator.db import Gallery
-from orchestrator.db.tables import PersonCreate, PersonUpdate
+from orchestrator.db.tables import PersonCreate, PersonSummary, PersonUpdate
 from orchestrator.gallery.live_view import LiveView
 from tests.db.test_faces import enrol, unit_vectors
 
 LONG = 3600.0  # never refreshes by itself within a test
+
+
+def named(owners: Mapping[int, PersonSummary]) -> dict[int, tuple[int, str]]:
+    """face id → (person id, name) of the owners a lookup gave."""
+    return {face_id: (person.id, person.name) for face_id, person in owners.items()}
 
 
 async def test_state_is_remembered_until_refresh_or_invalidate(gallery: Gallery) -> None:
@@ -45,16 +50,16 @@ async def test_owners_are_forgotten_when_another_replica_deletes_or_renames(gall
     person = gallery.create_person(PersonCreate(name="Ada"))
     kept, deleted = (enrol(gallery, person.id, v, tag=i) for i, v in enumerate(unit_vectors(2)))
     await live.state()
-    assert await live.owners([kept, deleted, 999_999]) == {
+    assert named(await live.owners([kept, deleted, 999_999])) == {
         kept: (person.id, "Ada"),
         deleted: (person.id, "Ada"),
     }
     gallery.delete_face(deleted)  # another replica: nothing here is invalidated
     gallery.update_person(person.id, PersonUpdate(name="Ada L."))
-    assert (await live.owners([kept, deleted]))[deleted] == (person.id, "Ada")  # within refresh_s
+    assert named(await live.owners([kept, deleted]))[deleted] == (person.id, "Ada")  # within refresh_s
     await asyncio.sleep(0.25)
     await live.state()  # sees the new generation
-    assert await live.owners([kept, deleted]) == {kept: (person.id, "Ada L.")}
+    assert named(await live.owners([kept, deleted])) == {kept: (person.id, "Ada L.")}
 
 
 async def test_new_faces_are_looked_up_without_a_refresh(gallery: Gallery) -> None:
@@ -62,9 +67,12 @@ async def test_new_faces_are_looked_up_without_a_refresh(gallery: Gallery) -> No
     person = gallery.create_person(PersonCreate(name="Grace"))
     first = enrol(gallery, person.id, unit_vectors(1, seed=1)[0])
     await live.state()
-    assert await live.owners([first]) == {first: (person.id, "Grace")}
+    assert named(await live.owners([first])) == {first: (person.id, "Grace")}
     second = enrol(gallery, person.id, unit_vectors(1, seed=2)[0], tag=1)
-    assert await live.owners([first, second]) == {first: (person.id, "Grace"), second: (person.id, "Grace")}
+    assert named(await live.owners([first, second])) == {
+        first: (person.id, "Grace"),
+        second: (person.id, "Grace"),
+    }
 
 
 async def test_keys_are_remembered_and_revocation_here_is_seen_at_once(gallery: Gallery) -> None:
@@ -111,20 +119,48 @@ async def test_owners_known_before_a_lookup_survive_a_write_during_it(gallery: G
     obama, biden = (gallery.create_person(PersonCreate(name=n)) for n in ("Obama", "Biden"))
     permanent = enrol(gallery, obama.id, unit_vectors(1, seed=1)[0])
     await live.state()
-    assert await live.owners([permanent]) == {permanent: (obama.id, "Obama")}
+    assert named(await live.owners([permanent])) == {permanent: (obama.id, "Obama")}
     temporary = enrol(gallery, biden.id, unit_vectors(1, seed=2)[0], tag=1)
 
     looking_up, release = threading.Event(), threading.Event()
-    lookup = gallery.faces_by_id
+    lookup = gallery.face_owners
 
-    def slow_lookup(ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    def slow_lookup(ids: Sequence[int]) -> dict[int, PersonSummary]:
         looking_up.set()
         release.wait(10)
         return lookup(ids)
 
-    gallery.faces_by_id = slow_lookup  # type: ignore[method-assign]
+    gallery.face_owners = slow_lookup  # type: ignore[method-assign]
     answer = asyncio.create_task(live.owners([permanent, temporary]))
     assert await asyncio.to_thread(looking_up.wait, 10)
     live.invalidate()  # a write through this process, while the lookup runs
     release.set()
-    assert await answer == {permanent: (obama.id, "Obama"), temporary: (biden.id, "Biden")}
+    assert named(await answer) == {permanent: (obama.id, "Obama"), temporary: (biden.id, "Biden")}
+
+
+async def test_owners_carry_the_public_person_and_any_change_of_it(gallery: Gallery) -> None:
+    """A match names the person with all of its public fields: a PATCH of any of them is seen
+    at once through this process and within refresh_s through another."""
+    here, elsewhere = LiveView(gallery, LONG), LiveView(gallery, 0.2)
+    person = gallery.create_person(PersonCreate(name="Ada", age=36, gender="f", attributes={"k": 1}))
+    face = enrol(gallery, person.id, unit_vectors(1, seed=3)[0])
+    for live in (here, elsewhere):
+        await live.state()
+        owner = (await live.owners([face]))[face]
+        assert (owner.age, owner.gender, owner.address, owner.attributes) == (36, "f", None, {"k": 1})
+    with here.writing():
+        gallery.update_person(person.id, PersonUpdate(age=37, address="London"))
+    await here.state()
+    assert (await here.owners([face]))[face].model_dump() == {
+        "id": person.id,
+        "name": "Ada",
+        "external_id": None,
+        "age": 37,
+        "gender": "f",
+        "address": "London",
+        "attributes": {"k": 1},
+    }
+    assert (await elsewhere.owners([face]))[face].age == 36  # within refresh_s
+    await asyncio.sleep(0.25)
+    await elsewhere.state()
+    assert (await elsewhere.owners([face]))[face].age == 37

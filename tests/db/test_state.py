@@ -1,16 +1,15 @@
-"""Live state (generation, active version) and the recognition log."""
+"""Live state: generation, active version and collection."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
-from typing import Any
 
 import pytest
 
 from orchestrator.core.errors import NotFound
 from orchestrator.db import Gallery, make_engine
-from orchestrator.db.tables import PersonCreate, PersonUpdate, RecognitionLog
+from orchestrator.db.tables import PersonCreate, PersonUpdate
 from tests.db.test_faces import enrol, unit_vectors
 
 THREADS = 8
@@ -58,54 +57,21 @@ def test_set_active_and_pending(gallery: Gallery) -> None:
     assert active.updated_at >= pending.updated_at
 
 
-def test_recognition_log(gallery: Gallery) -> None:
-    _, _ = gallery.create_key("reader", "recognize")
-    key = gallery.list_keys()[0]
-    results: list[dict[str, Any]] = [
-        {"decision": "match", "person_id": 7, "similarity": 0.8125},
-        {"decision": "unknown", "person_id": None, "similarity": 0.125},
-    ]
-    gallery.log_recognitions(
-        [
-            RecognitionLog(
-                image_sha256="0" * 64,
-                face_count=2,
-                results=results,
-                model_version="1",
-                took_ms=12.5,
-                cached=False,
-            ),
-            RecognitionLog(
-                image_sha256="1" * 64,
-                face_count=0,
-                results=[],
-                model_version="1",
-                took_ms=0.25,
-                cached=True,
-                api_key_id=key.id,
-            ),
-        ]
-    )
-    recent = gallery.recent_recognitions(limit=10)
-    assert [entry.image_sha256[0] for entry in recent] == ["1", "0"]  # newest first, in batch order
-    assert (recent[1].face_count, recent[1].results, recent[1].took_ms) == (2, results, 12.5)
-    assert (recent[0].cached, recent[0].api_key_id, recent[0].face_count) == (True, key.id, 0)
-    assert [entry.id for entry in gallery.recent_recognitions(limit=1)] == [recent[0].id]
-
-
-def test_deletes_and_renames_bump_the_generation_in_their_transaction(gallery: Gallery) -> None:
+def test_deletes_and_person_changes_bump_the_generation_in_their_transaction(gallery: Gallery) -> None:
     """What LiveView relies on: no change to who a face is without a new generation."""
     person = gallery.create_person(PersonCreate(name="Before"))
     faces = [enrol(gallery, person.id, vector, tag=i) for i, vector in enumerate(unit_vectors(2))]
     generation = gallery.state().generation
+    gallery.update_person(person.id, PersonUpdate())
+    assert gallery.state().generation == generation  # nothing changed
     gallery.update_person(person.id, PersonUpdate(attributes={"team": "blue"}))
-    assert gallery.state().generation == generation  # nothing an answer shows
+    assert gallery.state().generation == generation + 1  # answers carry the person's fields
     gallery.update_person(person.id, PersonUpdate(name="After"))
-    assert gallery.state().generation == generation + 1
-    gallery.delete_face(faces[0])
     assert gallery.state().generation == generation + 2
-    gallery.delete_person(person.id)
+    gallery.delete_face(faces[0])
     assert gallery.state().generation == generation + 3
+    gallery.delete_person(person.id)
+    assert gallery.state().generation == generation + 4
 
 
 def test_a_failed_delete_leaves_the_generation(gallery: Gallery) -> None:

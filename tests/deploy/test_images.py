@@ -188,6 +188,10 @@ def third_party_imports(package: str) -> dict[str, Path]:
         ROOT / "orchestrator" / "runtime" / "local_valkey.py",
         # Runs inside Triton (CPU target).
         ROOT / "orchestrator" / "modelrepo" / "triton_backend" / "model.py",
+        # `facerec models import-pth`: PyTorch is the optional `pth` extra, which no image
+        # installs; without it the command says how to install it.
+        ROOT / "orchestrator" / "modelrepo" / "iresnet.py",
+        ROOT / "orchestrator" / "modelrepo" / "pth.py",
     }
     first_party = {"orchestrator", "search_service"}
     found: dict[str, Path] = {}

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -73,11 +74,17 @@ def test_verify_reports_bad_input_without_a_traceback(
 def test_models_list_shows_every_model(data_dir: Path, model_store) -> None:
     run = facerec("models", "list", data_dir=data_dir)
     assert run.returncode == 0
-    assert [line.split("\t")[0] for line in run.stdout.splitlines()] == [
+    lines = run.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines if not line.startswith("\t")] == [
         "face_detector",
         "face_landmarks",
         "arcface",
     ]
+    # Then the embedder's versions as GET /v1/models describes them: version, source, created_at.
+    versions = [line.split("\t")[1:] for line in lines if line.startswith("\t")]
+    assert [v[0] for v in versions] == [str(v) for v in model_store.versions("arcface")]
+    assert versions[0][1] == "fetched"
+    assert all(v[1] in ("fetched", "imported", "derived") and datetime.fromisoformat(v[2]) for v in versions)
 
 
 def test_up_shares_a_search_token_kept_in_the_data_dir_and_off_the_command_line(

@@ -27,6 +27,7 @@ from orchestrator.gallery.rollout import RolloutRunner
 from orchestrator.modelrepo.catalog import ARCFACE
 from orchestrator.modelrepo.repository import model_config, read_version_policy, render
 from search_service.checksum import checksum_of_ids
+from search_service.schema import CollectionSpec
 from tests.support.processes import SearchServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -136,7 +137,7 @@ async def enrol(gallery: Gallery, search: SearchClient, person_id: int, i: int, 
 async def person(gallery: Gallery, search: SearchClient) -> int:
     state = gallery.state()
     await search.drop_collection(state.active_collection, missing_ok=True)
-    await ensure_collection(search, state.active_collection, DIM)
+    await ensure_collection(search, state.active_collection, CollectionSpec(dim=DIM))
     return gallery.create_person(PersonCreate(name="Ada")).id
 
 

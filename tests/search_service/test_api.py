@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from search_service.checksum import checksum_of_ids
+from search_service.faiss_index import ID_MAP_ENTRY_BYTES
 from search_service.settings import SearchSettings
 from search_service.vectors import encode_vectors
 from tests.search_service.conftest import app_client, assert_same_topk, brute_force, unit_vectors
@@ -61,6 +62,7 @@ async def test_collection_lifecycle(client: httpx.AsyncClient, gallery: np.ndarr
         "checksum": checksum_of_ids(range(200)),
         "index": "flat",
         "device": "cpu",
+        "memory_bytes": 200 * (DIM * 4 + 8 + ID_MAP_ENTRY_BYTES),  # vectors, ids, the id map
     }
     assert (await client.put("/collections/g", json={"dim": DIM, "index": "flat"})).status_code == 200
     deleted = await client.request("DELETE", "/collections/g/vectors", json={"ids": [1, 2, 999]})

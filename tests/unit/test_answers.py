@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from orchestrator.db.tables import PersonSummary
 from orchestrator.pipeline.vision.faces import Face
 from orchestrator.recognition.answers import (
     DetectedFace,
@@ -18,6 +19,15 @@ from search_service.schema import Hit
 pytestmark = pytest.mark.unit
 
 
+def person(person_id: int, name: str) -> PersonSummary:
+    return PersonSummary(
+        id=person_id, name=name, external_id=None, age=None, gender=None, address=None, attributes={}
+    )
+
+
+ANN, BOB = person(1, "Ann"), person(2, "Bob")
+
+
 def a_face() -> Face:
     face = Face(box=np.array([10.04, 20.06, 130.0, 160.0], np.float32), det_score=0.998712, sharpness=500.0)
     face.points5 = np.array(
@@ -28,24 +38,24 @@ def a_face() -> Face:
 
 def test_one_match_per_person_best_face_first_and_orphans_dropped() -> None:
     hits = [Hit(id=7, score=0.9), Hit(id=99, score=0.85), Hit(id=3, score=0.8), Hit(id=5, score=0.5)]
-    owners = {7: (1, "Ann"), 3: (1, "Ann"), 5: (2, "Bob")}  # face 99 is not in the database
+    owners = {7: ANN, 3: ANN, 5: BOB}  # face 99 is not in the database
     matches = person_matches(hits, owners, top_k=5)
     assert matches == [
-        Match(person_id=1, name="Ann", face_id=7, similarity=0.9),
-        Match(person_id=2, name="Bob", face_id=5, similarity=0.5),
+        Match(person_id=1, name="Ann", face_id=7, similarity=0.9, person=ANN),
+        Match(person_id=2, name="Bob", face_id=5, similarity=0.5, person=BOB),
     ]
     assert person_matches(hits, owners, top_k=1) == matches[:1]
 
 
 def test_similarities_are_rounded_and_ties_go_to_the_lower_person_id() -> None:
     hits = [Hit(id=8, score=0.612349), Hit(id=4, score=0.61234)]
-    matches = person_matches(hits, {8: (9, "Cy"), 4: (3, "Di")}, top_k=5)
+    matches = person_matches(hits, {8: person(9, "Cy"), 4: person(3, "Di")}, top_k=5)
     assert [(m.person_id, m.similarity) for m in matches] == [(3, 0.6123), (9, 0.6123)]
 
 
 def test_decision_uses_the_threshold_on_the_best_match() -> None:
     face = a_face()
-    best = [Match(person_id=1, name="Ann", face_id=7, similarity=0.4)]
+    best = [Match(person_id=1, name="Ann", face_id=7, similarity=0.4, person=ANN)]
     assert recognized_face(face, best, threshold=0.38).decision == "match"
     assert recognized_face(face, best, threshold=0.4).decision == "match"
     assert recognized_face(face, best, threshold=0.41).decision == "unknown"
@@ -59,7 +69,10 @@ def test_a_face_without_landmarks_has_an_empty_list() -> None:
 
 def test_wire_json_of_a_recognize_answer() -> None:
     """Field names, their order and the rounding, as API.md shows them."""
-    matches = [Match(person_id=1, name="Ann", face_id=7, similarity=0.4)]
+    ann = PersonSummary(
+        id=1, name="Ann", external_id="E-1", age=36, gender="f", address="London", attributes={"k": [1]}
+    )
+    matches = [Match(person_id=1, name="Ann", face_id=7, similarity=0.4, person=ann)]
     found = ImageRecognition(faces=[recognized_face(a_face(), matches, 0.38)], model_version="2")
     answer = RecognizeAnswer(faces=found.faces, model_version=found.model_version, took_ms=12.34, cached=True)
     assert json.loads(answer.model_dump_json()) == {
@@ -70,7 +83,23 @@ def test_wire_json_of_a_recognize_answer() -> None:
                 "landmarks": [[40.5, 70.0], [90.5, 70.0], [65.0, 95.0], [45.0, 120.0], [85.0, 120.0]],
                 "quality": 0.9987,
                 "decision": "match",
-                "matches": [{"person_id": 1, "name": "Ann", "face_id": 7, "similarity": 0.4}],
+                "matches": [
+                    {
+                        "person_id": 1,
+                        "name": "Ann",
+                        "face_id": 7,
+                        "similarity": 0.4,
+                        "person": {
+                            "id": 1,
+                            "name": "Ann",
+                            "external_id": "E-1",
+                            "age": 36,
+                            "gender": "f",
+                            "address": "London",
+                            "attributes": {"k": [1]},
+                        },
+                    }
+                ],
             }
         ],
         "model_version": "2",

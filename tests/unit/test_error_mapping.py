@@ -20,6 +20,8 @@ from orchestrator.core.errors import (
     ImageTooLarge,
     InvalidRequest,
     NotFound,
+    QualityReason,
+    QualityRejected,
     Unauthorized,
     UnsupportedImage,
     UpstreamUnavailable,
@@ -43,6 +45,8 @@ CASES: list[tuple[FacerecError, int, str, str, dict[str, str]]] = [
     (UnsupportedImage("GIF is not supported"), 415, "Unsupported image type", "unsupported-image", {}),
     (ImageTooLarge("40000 × 40000 pixels"), 413, "Image too large", "image-too-large", {}),
     (FaceCountError("no face found"), 422, "Unexpected number of faces", "face-count", {}),
+    (QualityRejected("too blurred", [QualityReason("sharpness", 7.5, 25.0, "blurred")]), 422,
+     "Face quality too low", "face-quality", {}),
     (UpstreamUnavailable("triton down"), 503, "Service unavailable", "upstream-unavailable",
      {"retry-after": "1"}),
     (UpstreamUnavailable("busy", retry_after_s=7), 503, "Service unavailable", "upstream-unavailable",
@@ -128,4 +132,20 @@ async def test_the_one_handler_renders_problem_json(
         "status": status,
         "detail": error.detail,
         "request_id": "-",  # no request-context middleware in this app
+        **problem_type(error).members(error),
     }
+
+
+def test_a_quality_refusal_carries_each_reason_measured() -> None:
+    reasons = [
+        QualityReason("size", 41.5, 64.0, "the face is 41.5 pixels across, under 64"),
+        QualityReason("yaw", -48.2, 35.0, "turned"),
+    ]
+    error = QualityRejected("the face is not fit to enrol", reasons)
+    assert problem_type(error).members(error) == {
+        "reasons": [
+            {"criterion": "size", "value": 41.5, "threshold": 64.0, "message": reasons[0].message},
+            {"criterion": "yaw", "value": -48.2, "threshold": 35.0, "message": "turned"},
+        ]
+    }
+    assert problem_type(FaceCountError("none")).members(FaceCountError("none")) == {}

@@ -19,6 +19,7 @@ import pytest
 from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS, NPM_PACKAGE
 from orchestrator.modelrepo.fetch import ModelFetchError, ModelStore, fetch_models
 from orchestrator.modelrepo.importer import add_version, derive
+from orchestrator.modelrepo.records import read_records
 from orchestrator.modelrepo.repository import (
     MODEL_FILE,
     TARGETS,
@@ -116,6 +117,9 @@ def test_an_upgrade_keeps_imported_and_derived_versions_and_the_policy(
         write_version_policy(old_store.repository(target) / ARCFACE.name, [1, derived])
     files = model_files(old_store, [derived, imported])
     record = old_store.derived.read_bytes()
+    sources = {t: read_records(old_store.repository(t) / ARCFACE.name) for t in TARGETS}
+    # The shared store was freshly fetched: version 1 has its record.
+    assert {sources[t][1].origin for t in TARGETS} == {f"{NPM_PACKAGE} fr_feature.onnx"}
     simulate_upgrade(old_store)
 
     store = fetch_models(old_store.root, tarball=npm_tarball)
@@ -126,6 +130,11 @@ def test_an_upgrade_keeps_imported_and_derived_versions_and_the_policy(
         model_dir = store.repository(target) / ARCFACE.name
         assert store.versions(ARCFACE.name, target) == [1, derived, imported]
         assert read_version_policy(model_dir) == ["1", str(derived)]
+        kept = read_records(model_dir)
+        assert kept[1].source == "fetched"
+        assert {v: kept[v] for v in (derived, imported)} == {
+            v: sources[target][v] for v in (derived, imported)
+        }
         for version in (derived, imported):
             model_py = model_dir / str(version) / "model.py"
             if target == "cpu":

@@ -1,4 +1,8 @@
-"""Liveness and readiness (a real check of every dependency) for anyone; details for any key."""
+"""Liveness and readiness (a real check of every dependency) for anyone; details for any key.
+
+The details add the process and the machine (psutil) and this replica's recent requests per
+route, from the in-memory statistics of :class:`orchestrator.stats.minutes.RequestMinutes`.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ from sqlalchemy import text
 
 from orchestrator.api.deps import MetricsDep, ResourcesDep, current_key
 from orchestrator.api.responses import problems
-from orchestrator.api.schemas import DetailedHealth, Readiness
+from orchestrator.api.schemas import DetailedHealth, Liveness, Readiness
 from orchestrator.core.resources import Resources
 from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
+from orchestrator.stats.host import host_state
+from orchestrator.stats.minutes import RequestMinutes
 from search_service.checksum import checksum_of_ids
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,12 @@ async def readiness(resources: Resources) -> dict[str, dict[str, Any]]:
     return {name: {"ok": ok, "detail": detail} for name, ok, detail in checks}
 
 
+@router.get("", response_model=Liveness)
+async def health() -> dict[str, str]:
+    """The process answers: liveness, under the short name seed 000's clients call."""
+    return {"status": "ok"}
+
+
 @router.get("/live")
 async def live() -> dict[str, str]:
     return {"status": "ok"}
@@ -74,6 +86,11 @@ async def ready(resources: ResourcesDep, request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
+
+
+def _recent_routes(minutes: RequestMinutes) -> dict[str, Any]:
+    seconds, routes = minutes.recent()
+    return {"window_s": round(seconds, 1), "items": [route.model_dump() for route in routes]}
 
 
 def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,10 +120,15 @@ def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
     responses={503: {"model": DetailedHealth, "description": "a dependency is not ready"}},
 )
 async def detailed(resources: ResourcesDep, metrics: MetricsDep) -> JSONResponse:
-    checks = await readiness(resources)
+    checks, (process, machine) = await asyncio.gather(
+        readiness(resources), host_state(resources.settings.data_dir)
+    )
     state = await asyncio.to_thread(resources.gallery.state)
     details: dict[str, Any] = {
         "checks": checks,
+        "process": process.model_dump(),
+        "machine": machine.model_dump(),
+        "routes": _recent_routes(metrics.minutes),
         "model": {"name": EMBEDDER, "active_version": state.active_model_version},
         "gallery": {"generation": state.generation, "collection": state.active_collection},
         "cache": resources.cache.state(),

@@ -1,8 +1,9 @@
-"""The embedder's versions as Triton has them, and the active one."""
+"""The embedder's versions in Triton's repository, loaded or not, and the active one."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, status
@@ -12,6 +13,8 @@ from orchestrator.api.params import RowId
 from orchestrator.api.responses import JSON_BODY, problems
 from orchestrator.api.schemas import ModelsAnswer, NewRollout
 from orchestrator.db.tables import RolloutPublic
+from orchestrator.modelrepo.fetch import ModelStore
+from orchestrator.modelrepo.records import VersionRecord, describe, inferred_source
 from orchestrator.pipeline.face_pipeline import EMBEDDER
 
 router = APIRouter(
@@ -20,18 +23,42 @@ router = APIRouter(
 UNFINISHED = "another rollout is unfinished"
 
 
+def _on_disk(repository: Path) -> tuple[dict[int, VersionRecord], set[int]]:
+    """The embedder's version directories with their records, and the store's derived versions."""
+    store = ModelStore.containing(repository)
+    derived = store.derived_versions() if store else set()
+    return describe(repository / EMBEDDER, derived), derived
+
+
+def _state(triton_state: str | None) -> str:
+    # UNLOADING and UNKNOWN serve nothing new either.
+    return triton_state if triton_state in ("READY", "LOADING") else "UNAVAILABLE"
+
+
 @router.get("", response_model=ModelsAnswer, responses=problems(503, why={503: "Triton cannot answer now"}))
 async def models(resources: ResourcesDep) -> Any:
+    """Every embedder version in Triton's repository, loaded or not, with where it came from."""
     state = await asyncio.to_thread(resources.gallery.state)
     index = await resources.triton.repository_index()
-    versions = sorted(
-        (
-            {"version": m["version"], "state": m.get("state", "UNKNOWN")}
-            for m in index
-            if m["name"] == EMBEDDER and m.get("version")
-        ),
-        key=lambda v: int(v["version"]),
-    )
+    on_disk, derived = await asyncio.to_thread(_on_disk, resources.settings.triton_repository)
+    loaded = {
+        int(m["version"]): m.get("state")
+        for m in index
+        if m["name"] == EMBEDDER and str(m.get("version", "")).isdigit()
+    }
+    versions = []
+    # A version Triton reports without its directory here: this process sees another repository.
+    for version in sorted(on_disk.keys() | loaded.keys()):
+        record = on_disk.get(version)
+        versions.append(
+            {
+                "version": str(version),
+                "state": _state(loaded.get(version)),
+                "source": record.source if record else inferred_source(version, derived),
+                "created_at": record.created_at if record else None,
+                "origin": record.origin if record else None,
+            }
+        )
     return {"active": {"name": EMBEDDER, "version": state.active_model_version}, "versions": versions}
 
 

@@ -5,13 +5,24 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, Query, Request, Response, UploadFile, status
 
-from orchestrator.api.deps import ResourcesDep, admin_key, current_key
+from orchestrator.api.deps import AdmissionDep, ResourcesDep, admin_key, current_key
+from orchestrator.api.door import is_form
 from orchestrator.api.params import LeftOut, Offset, RowId
+from orchestrator.api.person_body import REQUEST_BODY, EnrolledPerson, read_form, read_json
 from orchestrator.api.responses import IMAGE_UPLOAD, JSON_BODY, problems
 from orchestrator.api.schemas import EnrolledFace, FaceList, PersonList
-from orchestrator.db.tables import NO_NUL, PersonCreate, PersonPublic, PersonUpdate
+from orchestrator.db.listing import PeopleQuery, PeopleSort
+from orchestrator.db.tables import (
+    ADDRESS_MAX,
+    AGE_MAX,
+    GENDER_MAX,
+    NAME_MAX,
+    NO_NUL,
+    PersonPublic,
+    PersonUpdate,
+)
 
 router = APIRouter(
     prefix="/v1", tags=["people"], dependencies=[Depends(current_key)], responses=problems(401)
@@ -20,16 +31,68 @@ admin_router = APIRouter(
     prefix="/v1", tags=["people"], dependencies=[Depends(admin_key)], responses=problems(401, 403)
 )
 TAKEN = {409: "the external_id belongs to another person"}
+Pick = Annotated[
+    Literal["largest"] | None, Query(description="enrol the largest of several faces"), LeftOut()
+]
+NameFilter = Annotated[
+    str | None,
+    Query(max_length=NAME_MAX, pattern=NO_NUL, description="the name contains it, in any case"),
+    LeftOut(),
+]
+GenderFilter = Annotated[
+    str | None,
+    Query(max_length=GENDER_MAX, pattern=NO_NUL, description="the gender is it, in any case"),
+    LeftOut(),
+]
+AddressFilter = Annotated[
+    str | None,
+    Query(max_length=ADDRESS_MAX, pattern=NO_NUL, description="the address contains it, in any case"),
+    LeftOut(),
+]
+AgeBound = Annotated[int | None, Query(ge=0, le=AGE_MAX, description="inclusive"), LeftOut()]
 
 
 @admin_router.post(
     "/people",
     status_code=status.HTTP_201_CREATED,
-    response_model=PersonPublic,
-    responses=problems(409, *JSON_BODY, why=TAKEN),
+    response_model=EnrolledPerson,
+    responses=problems(
+        409,
+        *IMAGE_UPLOAD,
+        why={
+            **TAKEN,
+            422: "the request does not validate; or a photo has no face, several without "
+            "pick=largest, or one that fails the quality gate (type face-quality, with `reasons`; "
+            "quality=off skips it): the detail names the file",
+        },
+    ),
+    openapi_extra=REQUEST_BODY,
 )
-async def create_person(body: PersonCreate, resources: ResourcesDep) -> Any:
-    return await asyncio.to_thread(resources.gallery.create_person, body)
+async def create_person(
+    request: Request,
+    resources: ResourcesDep,
+    admission: AdmissionDep,
+    pick: Pick = None,
+    quality: Annotated[
+        Literal["on", "off"],
+        Query(description="with photos, off: enrol each face even if it fails the quality gate"),
+    ] = "on",
+) -> Any:
+    """A person from JSON; or, as multipart/form-data, a person with its photos in one call.
+
+    The form enrols one face from each photo, all or nothing: a photo that fails (not an
+    image, no face, several faces without pick=largest, the quality gate) fails the request
+    with the problem its own enrolment would give, naming the file, and nothing is created.
+    """
+    if not is_form(request.headers.get("content-type")):
+        created = await asyncio.to_thread(resources.gallery.create_person, await read_json(request))
+        return {**created.model_dump(), "faces": []}
+    person, photos = await read_form(request)
+    async with admission.more(len(photos) - 1):  # the door took one for the request
+        with resources.live.writing():
+            return await resources.enrolment.enrol_person(
+                person, photos, pick_largest=pick == "largest", check_quality=quality == "on"
+            )
 
 
 @router.get("/people", response_model=PersonList, responses=problems(422))
@@ -37,13 +100,25 @@ async def list_people(
     resources: ResourcesDep,
     q: Annotated[
         str | None,
-        Query(max_length=200, pattern=NO_NUL, description="matches name, external id, attributes"),
+        Query(max_length=200, pattern=NO_NUL, description="free text: name, external id, fields, attributes"),
         LeftOut(),
     ] = None,
+    name: NameFilter = None,
+    gender: GenderFilter = None,
+    address: AddressFilter = None,
+    age_min: AgeBound = None,
+    age_max: AgeBound = None,
+    sort: Annotated[
+        PeopleSort, Query(description="a field, descending with a leading -; ties by id, the same way")
+    ] = "id",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> Any:
-    items, total = await asyncio.to_thread(resources.gallery.list_people, q, limit, offset)
+    """People matching every filter given (AND); ``q`` searches all the text at once."""
+    query = PeopleQuery(
+        name=name, gender=gender, address=address, age_min=age_min, age_max=age_max, sort=sort
+    )
+    items, total = await asyncio.to_thread(resources.gallery.list_people, q, limit, offset, query=query)
     return {"items": items, "total": total}
 
 
@@ -76,20 +151,28 @@ async def delete_person(person_id: RowId, resources: ResourcesDep) -> Response:
     responses=problems(
         404,
         *IMAGE_UPLOAD,
-        why={422: "no face, or several faces without pick=largest; or the request does not validate"},
+        why={
+            422: "no face, or several faces without pick=largest; or the face fails the quality gate "
+            "(type face-quality: `reasons` gives each criterion failed, its measured value and "
+            "threshold; quality=off skips the gate); or the request does not validate"
+        },
     ),
 )
 async def enrol_face(
     person_id: RowId,
     file: UploadFile,
     resources: ResourcesDep,
-    pick: Annotated[
-        Literal["largest"] | None, Query(description="enrol the largest of several faces"), LeftOut()
-    ] = None,
+    pick: Pick = None,
+    quality: Annotated[
+        Literal["on", "off"],
+        Query(description="off: enrol the face even if it is too small, blurred, turned or uncertain"),
+    ] = "on",
 ) -> Any:
     image = await file.read()
     with resources.live.writing():
-        return await resources.enrolment.enrol(person_id, image, pick_largest=pick == "largest")
+        return await resources.enrolment.enrol(
+            person_id, image, pick_largest=pick == "largest", check_quality=quality == "on"
+        )
 
 
 @router.get("/people/{person_id}/faces", response_model=FaceList, responses=problems(404, 422))
@@ -105,5 +188,24 @@ async def delete_face(face_id: RowId, resources: ResourcesDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.get(
+    "/faces/{face_id}/image",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the aligned 112×112 crop the face was enrolled from, as stored",
+            "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
+        },
+        **problems(404, 422),
+    },
+)
+async def face_image(face_id: RowId, resources: ResourcesDep) -> Response:
+    png = await asyncio.to_thread(resources.gallery.face_image, face_id)
+    return Response(content=png, media_type="image/png")
+
+
 ANALYSE_IMAGES = (enrol_face,)
 """Admitted at the door (:mod:`orchestrator.api.door`) as one image each, before their body."""
+ANALYSE_IMAGES_IN_FORMS = (create_person,)
+"""Admitted at the door as one image when their body is a multipart form (their other body is
+JSON, which analyses nothing); the route takes the others once the form is read."""

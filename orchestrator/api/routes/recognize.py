@@ -13,6 +13,7 @@ from orchestrator.api.responses import IMAGE_UPLOAD, problems
 from orchestrator.api.schemas import BatchAnswer
 from orchestrator.core.errors import FacerecError
 from orchestrator.recognition.answers import DetectAnswer, RecognizeAnswer, VerifyAnswer
+from orchestrator.recognition.log_writer import Origin
 
 router = APIRouter(
     prefix="/v1", tags=["recognition"], dependencies=[Depends(current_key)], responses=problems(401)
@@ -47,7 +48,7 @@ async def recognize(
         top_k=top_k or resources.settings.api.default_top_k,
         threshold=threshold,
         max_faces=max_faces,
-        api_key_id=key.id,
+        origin=Origin.api_key(key.id, file.filename),
     )
 
 
@@ -69,7 +70,7 @@ async def recognize_batch(
     images = [await f.read() for f in files]
     results: list[RecognizeAnswer | dict[str, Any]] = []
     async with admission.more(len(images) - 1):  # the door took one for the request
-        for image in images:
+        for upload, image in zip(files, images, strict=True):
             try:
                 results.append(
                     await resources.recognition.recognize(
@@ -77,7 +78,7 @@ async def recognize_batch(
                         top_k=top_k or resources.settings.api.default_top_k,
                         threshold=threshold,
                         max_faces=max_faces,
-                        api_key_id=key.id,
+                        origin=Origin.api_key(key.id, upload.filename),
                     )
                 )
             except FacerecError as error:

@@ -1,0 +1,1 @@
+"""What the service measures about itself: per-minute request statistics and the host it runs on."""
