@@ -245,7 +245,8 @@ class RolloutRunner:
         try:
             if not switched:
                 await self._update(rid, state="loading")
-                await self._serve([old, new])
+                if old != new:  # a rebuild keeps the version: no reload of a serving model
+                    await self._serve([old, new])
                 await ensure_collection(self.search, record.collection, self.spec)
                 with self.live.writing():
                     await asyncio.to_thread(self.gallery.set_pending, new, record.collection)
@@ -268,7 +269,8 @@ class RolloutRunner:
             else:
                 await asyncio.sleep(self.settings.grace_s)
             await self._agree(new, record.collection)
-            await self._serve([new])
+            if old != new:
+                await self._serve([new])
         except LeaseLost:
             log.error("rollout %s: another process took it over; this one stops", rid)
             return
@@ -358,7 +360,8 @@ class RolloutRunner:
         except Exception:
             log.exception("rollback of rollout %s: restoring the live pair failed", record.rollout_id)
         try:
-            await self._serve([old])
+            if old != record.to_version:
+                await self._serve([old])
         except Exception:
             log.exception(
                 "rollback of rollout %s: unloading version %s failed", record.rollout_id, record.to_version

@@ -275,7 +275,8 @@ async def test_a_rebuild_moves_the_live_version_to_a_complete_new_collection(
     before = gallery.state()
     await search.delete(before.active_collection, people[:3])  # an index behind the database
     assert not await agrees(gallery, search, "1")
-    owner = runner(gallery, search, Embedder(), Control(), repository)
+    control = Control()
+    owner = runner(gallery, search, Embedder(), control, repository)
     record = await owner.rebuild()
     await owner.wait()
     after = gallery.state()
@@ -283,3 +284,4 @@ async def test_a_rebuild_moves_the_live_version_to_a_complete_new_collection(
     assert after.active_model_version == "1" and after.active_collection == record.collection
     assert after.active_collection != before.active_collection
     assert await agrees(gallery, search, "1")
+    assert control.served == []  # the version stays: no reload of the serving model

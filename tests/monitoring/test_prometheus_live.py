@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import unavailable
@@ -60,8 +61,15 @@ def prometheus(
 
 
 def _triton_inference_count(triton: TritonServer, model: str) -> int:
-    stats = httpx.get(f"{triton.http_url}/v2/models/{model}/stats", timeout=10.0).json()
-    return sum(int(m.get("inference_count", 0)) for m in stats["model_stats"])
+    """The model's inference count as Triton exports it on /metrics, every version summed."""
+    text = httpx.get(triton.metrics_url, timeout=10.0).text
+    return sum(
+        int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in ("nv_inference_count", "nv_inference_count_total")
+        and sample.labels.get("model") == model
+    )
 
 
 def _settled_inference_count(triton: TritonServer, model: str, quiet_s: float = 2.0) -> int:
@@ -99,8 +107,8 @@ def test_prometheus_reads_triton_and_orchestrator(
 
     assert _eventually(lambda: all(prometheus.scalar(f'up{{job="{j}"}}') == 1 for j in ("triton", "search")))
 
-    # Triton's own counter (statistics extension) is the truth; the scraped series must reach it.
-    # The Triton is the session's: read it once work queued by earlier tests has run out.
+    # Triton's own export is the truth; the scraped series must reach it. The Triton is the
+    # session's: read it once work queued by earlier tests has run out.
     expected = _settled_inference_count(triton_server, "arcface")
     assert expected >= RECOGNITIONS
     scraped: list[float | None] = []
