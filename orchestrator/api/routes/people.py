@@ -34,6 +34,10 @@ TAKEN = {409: "the external_id belongs to another person"}
 Pick = Annotated[
     Literal["largest"] | None, Query(description="enrol the largest of several faces"), LeftOut()
 ]
+QualityGate = Annotated[
+    Literal["on", "off"],
+    Query(description="off: enrol each face even if it is too small, blurred, turned or uncertain"),
+]
 NameFilter = Annotated[
     str | None,
     Query(max_length=NAME_MAX, pattern=NO_NUL, description="the name contains it, in any case"),
@@ -73,10 +77,7 @@ async def create_person(
     resources: ResourcesDep,
     admission: AdmissionDep,
     pick: Pick = None,
-    quality: Annotated[
-        Literal["on", "off"],
-        Query(description="with photos, off: enrol each face even if it fails the quality gate"),
-    ] = "on",
+    quality: QualityGate = "on",
 ) -> Any:
     """A person from JSON; or, as multipart/form-data, a person with its photos in one call.
 
@@ -163,10 +164,7 @@ async def enrol_face(
     file: UploadFile,
     resources: ResourcesDep,
     pick: Pick = None,
-    quality: Annotated[
-        Literal["on", "off"],
-        Query(description="off: enrol the face even if it is too small, blurred, turned or uncertain"),
-    ] = "on",
+    quality: QualityGate = "on",
 ) -> Any:
     image = await file.read()
     with resources.live.writing():
