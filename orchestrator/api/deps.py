@@ -48,15 +48,25 @@ async def get_metrics(request: Request) -> ApiMetrics:
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 
 
-async def current_key(
-    resources: ResourcesDep, key: Annotated[str | None, Security(_api_key_header)]
-) -> ApiKeyPublic:
+CHECKED_KEY = "facerec.checked_key"
+"""Where the door leaves, in the ASGI scope, the key it has checked for this request."""
+
+
+async def authenticate(resources: Resources, key: str | None) -> ApiKeyPublic:
+    """The record of the key sent, or 401."""
     if not key:
         raise Unauthorized()
     found = await resources.live.authenticate(key)
     if found is None:
         raise Unauthorized("the API key is unknown or revoked")
     return found
+
+
+async def current_key(
+    request: Request, resources: ResourcesDep, key: Annotated[str | None, Security(_api_key_header)]
+) -> ApiKeyPublic:
+    checked: ApiKeyPublic | None = request.scope.get(CHECKED_KEY)
+    return checked if checked is not None else await authenticate(resources, key)
 
 
 CurrentKey = Annotated[ApiKeyPublic, Depends(current_key)]

@@ -59,9 +59,9 @@ class ApiSettings(BaseModel):
     before their body is read (a request counts as one image at the door, a batch takes
     its others once its images are known)."""
     pixel_budget_bytes: PositiveInt = 1024 * 1024 * 1024
-    """Memory the decoded pixels of the images being analysed may take together, reserved
-    from each image's header before it is decoded (7 bytes per decoded pixel, measured): an
-    image that does not fit now gets 503 + Retry-After, one larger than this 413."""
+    """Memory the images being analysed may take together: each upload's bytes and its
+    decoded pixels (7 bytes per pixel, measured), reserved from its header before it is
+    decoded. An image that does not fit now gets 503 + Retry-After, one larger than this 413."""
     limit_concurrency: PositiveInt = 1024
     """uvicorn's own bound on open connections and running requests: past it uvicorn answers
     a plain-text 503 before the app sees the request. A backstop, kept far above

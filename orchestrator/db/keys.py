@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from orchestrator.core.errors import InvalidRequest, NotFound
+from orchestrator.core.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.db.store import Store, valid
 from orchestrator.db.tables import ROLES, ApiKey, ApiKeyPublic, GalleryState, Role, clean_name
 from orchestrator.db.types import utcnow
@@ -48,6 +48,11 @@ def _public(key: ApiKey) -> ApiKeyPublic:
     )
 
 
+def used_long_ago(key: ApiKeyPublic) -> bool:
+    """Whether a use of this key now is worth recording (see LAST_USED_RESOLUTION)."""
+    return key.last_used_at is None or utcnow() - key.last_used_at >= LAST_USED_RESOLUTION
+
+
 def _row(name: str, role: str, plaintext: str) -> ApiKey:
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}")
@@ -73,19 +78,31 @@ class Keys(Store):
             key = session.scalars(select(ApiKey).where(col(ApiKey.key_hash) == digest)).one_or_none()
         if key is None or key.revoked_at is not None:
             return None
+        public = _public(key)
+        if used_long_ago(public):
+            public.last_used_at = self.touch_key(public.id)
+        return public
+
+    def live_keys(self) -> dict[str, ApiKeyPublic]:
+        """Every key not revoked, by its hash: what a process checks keys against in memory,
+        so that an unknown key costs no database round trip."""
+        with self._reading() as session:
+            keys = session.scalars(select(ApiKey).where(col(ApiKey.revoked_at).is_(None))).all()
+            return {key.key_hash: _public(key) for key in keys}
+
+    def touch_key(self, key_id: int) -> datetime:
+        """Record a use of the key now, unless one was recorded within LAST_USED_RESOLUTION."""
         now = utcnow()
-        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-            stale = now - LAST_USED_RESOLUTION
-            with self._writing() as session:
-                # Conditional, so replicas hit at the same moment write once between them.
-                session.execute(
-                    update(ApiKey)
-                    .where(col(ApiKey.id) == key.id)
-                    .where(or_(col(ApiKey.last_used_at).is_(None), col(ApiKey.last_used_at) <= stale))
-                    .values(last_used_at=now)
-                )
-            key.last_used_at = now
-        return _public(key)
+        stale = now - LAST_USED_RESOLUTION
+        with self._writing() as session:
+            # Conditional, so replicas hit at the same moment write once between them.
+            session.execute(
+                update(ApiKey)
+                .where(col(ApiKey.id) == key_id)
+                .where(or_(col(ApiKey.last_used_at).is_(None), col(ApiKey.last_used_at) <= stale))
+                .values(last_used_at=now)
+            )
+        return now
 
     def list_keys(self) -> list[ApiKeyPublic]:
         with self._reading() as session:
@@ -93,12 +110,20 @@ class Keys(Store):
             return [_public(key) for key in keys]
 
     def revoke_key(self, key_id: int) -> ApiKeyPublic:
-        """Revoke a key (idempotent); NotFound when there is no such key."""
+        """Revoke a key (idempotent); NotFound when there is no such key, Conflict when it
+        is the last admin key, whose loss would leave nobody able to administer."""
         with self._writing() as session:
+            # Serialised, so two admins revoking each other's keys at once keep one.
+            self._lock(session)
             key = session.get(ApiKey, key_id, with_for_update=True)
             if key is None:
                 raise NotFound(f"api key {key_id} not found")
             if key.revoked_at is None:
+                if key.role == "admin" and not self._other_admins(session, key_id):
+                    raise Conflict(
+                        f"api key {key_id} is the last admin key; create another admin key before "
+                        "revoking this one"
+                    )
                 key.revoked_at = utcnow()
         log.info("api key revoked", extra={"key_id": key_id})
         return _public(key)
@@ -123,6 +148,13 @@ class Keys(Store):
             log.warning("the first admin key is shorter than %d characters", SHORT_KEY)
         log.info("first admin key created", extra={"from_env": bool(admin_key)})
         return plaintext
+
+    @staticmethod
+    def _other_admins(session: Session, key_id: int) -> bool:
+        live_admins = select(col(ApiKey.id)).where(
+            col(ApiKey.role) == "admin", col(ApiKey.revoked_at).is_(None), col(ApiKey.id) != key_id
+        )
+        return session.scalars(live_admins.limit(1)).first() is not None
 
     @staticmethod
     def _lock(session: Session) -> None:

@@ -20,8 +20,9 @@ import time
 from collections.abc import Iterator, Sequence
 
 from orchestrator.db.gallery import Gallery
-from orchestrator.db.keys import hash_key
+from orchestrator.db.keys import hash_key, used_long_ago
 from orchestrator.db.tables import ApiKeyPublic, GalleryStatePublic, PersonSummary
+from orchestrator.db.types import utcnow
 
 
 class LiveView:
@@ -33,13 +34,18 @@ class LiveView:
         self._state_lock = asyncio.Lock()
         self._owners: dict[int, PersonSummary] = {}
         self._owners_epoch = 0
-        self._keys: dict[str, tuple[ApiKeyPublic, float]] = {}
+        self._keys: dict[str, ApiKeyPublic] | None = None
+        """Every live key by its hash; None: read them afresh."""
+        self._keys_read_at = 0.0
+        self._keys_epoch = 0
+        self._keys_lock = asyncio.Lock()
 
     def invalidate(self) -> None:
         """After a write through this process: read everything afresh."""
         self._state = None
         self._forget_owners()
-        self._keys.clear()
+        self._keys = None
+        self._keys_epoch += 1
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -84,14 +90,32 @@ class LiveView:
         return {i: known[i] for i in face_ids if i in known}
 
     async def authenticate(self, plaintext: str) -> ApiKeyPublic | None:
-        """The key's record, or None when unknown or revoked (unknown keys are not remembered)."""
+        """The key's record, or None when unknown or revoked.
+
+        Checked against the live keys in memory. A key not among them is looked for again
+        in a fresh read when the keys are older than a tenth of ``refresh_s``: a key just
+        made on another replica works here at once, and a flood of wrong keys costs at most
+        ten reads per ``refresh_s``, not one each.
+        """
         digest = hash_key(plaintext)
-        remembered = self._keys.get(digest)
-        if remembered is not None and self._fresh(remembered[1]):
-            return remembered[0]
-        key = await asyncio.to_thread(self.gallery.authenticate, plaintext)
+        key = (await self._live_keys(self.refresh_s)).get(digest)
         if key is None:
-            self._keys.pop(digest, None)
-        else:
-            self._keys[digest] = (key, time.monotonic())
+            key = (await self._live_keys(self.refresh_s / 10)).get(digest)
+        if key is not None and used_long_ago(key):
+            key.last_used_at = utcnow()  # first, so requests meanwhile do not write again
+            await asyncio.to_thread(self.gallery.touch_key, key.id)
         return key
+
+    async def _live_keys(self, max_age_s: float) -> dict[str, ApiKeyPublic]:
+        """The live keys, read afresh when older than ``max_age_s``."""
+        keys = self._keys
+        if keys is not None and time.monotonic() - self._keys_read_at < max_age_s:
+            return keys
+        async with self._keys_lock:  # one read refreshes them for every waiting request
+            keys = self._keys
+            if keys is None or time.monotonic() - self._keys_read_at >= max_age_s:
+                epoch = self._keys_epoch
+                keys = await asyncio.to_thread(self.gallery.live_keys)
+                if epoch == self._keys_epoch:  # no write here meanwhile that the read may predate
+                    self._keys, self._keys_read_at = keys, time.monotonic()
+            return keys

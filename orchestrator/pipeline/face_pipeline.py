@@ -21,7 +21,7 @@ import numpy as np
 
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.errors import FaceCountError
-from orchestrator.pipeline.memory_budget import Hold, PixelBudget, decoded_bytes
+from orchestrator.pipeline.memory_budget import Hold, PixelBudget, held_bytes
 from orchestrator.pipeline.vision import align, detect, landmarks
 from orchestrator.pipeline.vision.decode import DecodedImage, DecodeLimits, decode_pixels, read_header
 from orchestrator.pipeline.vision.faces import Face
@@ -100,7 +100,7 @@ class FacePipeline:
 
         def decoded() -> tuple[DecodedImage, np.ndarray]:
             header = read_header(data, self.limits)
-            memory.take(decoded_bytes(header))
+            memory.take(held_bytes(data, header))
             image = decode_pixels(data, header)
             return image, detect.detector_input(image.rgb)
 

@@ -1,11 +1,12 @@
-"""The memory decoded pixels may take at once, across every image being analysed.
+"""The memory the images being analysed may take at once: their uploads and decoded pixels.
 
 A small flat PNG inside the pixel limit inflates to hundreds of MB while it is analysed,
-so counting images is not enough to bound memory. Each analysis reserves what its image
-will take from the header's dimensions, before a pixel is decoded, and gives it back when
-the analysis ends. An image that does not fit now is refused at once (503 with
-Retry-After: waiting would hold its request, its body and a connection meanwhile); one
-larger than the whole budget could never fit (413).
+and an upload of up to the body limit is held in memory through its analysis, so
+counting images is not enough to bound memory. Each analysis reserves what its image will
+take, its upload's bytes and its decoded pixels from the header's dimensions, before a
+pixel is decoded, and gives it back when the analysis ends. An image that does not fit now
+is refused at once (503 with Retry-After: waiting would hold its request, its body and a
+connection meanwhile); one larger than the whole budget could never fit (413).
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ _MB = 1024 * 1024
 
 
 def decoded_bytes(header: ImageHeader) -> int:
-    """What analysing this image will take at its peak, from its header alone."""
+    """What decoding and analysing this image will take at its peak, from its header alone."""
     return header.decoded_pixels * DECODED_BYTES_PER_PIXEL
+
+
+def held_bytes(upload: bytes, header: ImageHeader) -> int:
+    """What an analysis holds at its peak: the upload, alive throughout, and its pixels."""
+    return len(upload) + decoded_bytes(header)
 
 
 class Hold:
@@ -48,13 +54,13 @@ class Hold:
                 raise RuntimeError("this hold was released: its analysis has ended")
             if self.bytes + nbytes > budget.capacity:
                 raise ImageTooLarge(
-                    f"decoding this image takes {nbytes / _MB:.0f} MB; the limit for decoded "
-                    f"images is {budget.capacity / _MB:.0f} MB"
+                    f"analysing this image takes {nbytes / _MB:.0f} MB; the limit for images "
+                    f"being analysed is {budget.capacity / _MB:.0f} MB"
                 )
             if budget.in_use + nbytes > budget.capacity:
                 free = budget.capacity - budget.in_use
                 raise UpstreamUnavailable(
-                    f"busy: decoding this image takes {nbytes / _MB:.0f} MB and {free / _MB:.0f} MB "
+                    f"busy: analysing this image takes {nbytes / _MB:.0f} MB and {free / _MB:.0f} MB "
                     f"of {budget.capacity / _MB:.0f} MB are free; retry shortly"
                 )
             budget.in_use += nbytes
@@ -69,7 +75,7 @@ class Hold:
 
 
 class PixelBudget:
-    """Bytes of decoded pixels that the images being analysed may hold at once.
+    """Bytes that the images being analysed may hold at once: uploads and decoded pixels.
 
     Thread-safe: holds are taken in the pixel thread pool, where headers are read.
     """

@@ -154,6 +154,15 @@ async def test_a_revoked_key_is_refused_at_once(api: Api) -> None:
     assert {k["name"]: k["revoked"] for k in listed}["spare"] is True
 
 
+async def test_the_last_admin_key_is_not_revoked(api: Api) -> None:
+    async with api.client(api.seeded.admin_key) as admin:
+        keys = (await admin.get("/v1/keys")).json()["items"]
+        (own,) = [k["id"] for k in keys if k["role"] == "admin" and not k["revoked"]]
+        problem = assert_problem(await admin.delete(f"/v1/keys/{own}"), 409)
+        assert "last admin key" in problem["detail"]
+        assert (await admin.get("/v1/keys")).status_code == 200  # the key still works
+
+
 async def test_a_created_key_works_with_its_role_and_is_shown_once(api: Api) -> None:
     async with api.client(api.seeded.admin_key) as admin:
         created = await admin.post("/v1/keys", json={"name": "kiosk-9", "role": "recognize"})

@@ -1,8 +1,8 @@
-"""The pixel budget through the API: the real pipeline's decode, a stand-in detector.
+"""The memory budget through the API: the real pipeline's decode, a stand-in detector.
 
 An image is refused with 503 while the budget is taken and served once it is given back;
-one larger than the whole budget is 413. What an analysis holds is its header's count,
-taken before decoding and given back when it ends.
+one larger than the whole budget is 413. What an analysis holds is its upload's size and
+its header's count, taken before decoding and given back when it ends.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from tests.api.fakes import png
 pytestmark = pytest.mark.unit
 
 IMAGE = png(200, 100)
-IMAGE_BYTES = decoded_bytes(read_header(IMAGE))
+IMAGE_BYTES = len(IMAGE) + decoded_bytes(read_header(IMAGE))
+"""What analysing IMAGE holds: its upload and its decoded pixels."""
 
 
 class NoFaceDetector:
@@ -94,5 +95,5 @@ async def test_an_image_is_refused_while_the_budget_is_taken_and_served_after(
 
 async def test_an_image_larger_than_the_whole_budget_is_413(api: Api) -> None:
     budget, detector = with_budget(api, IMAGE_BYTES - 1)
-    assert_problem(await detect(api), 413, "limit for decoded images")
+    assert_problem(await detect(api), 413, "limit for images being analysed")
     assert detector.held == [] and budget.in_use == 0

@@ -41,7 +41,7 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/v1/faces/{face_id}/image"): {200, 404, 422} | AUTH,
     ("GET", "/v1/keys"): {200} | ADMIN,
     ("POST", "/v1/keys"): {201} | JSON_BODY | ADMIN,
-    ("DELETE", "/v1/keys/{key_id}"): {204, 404, 422} | ADMIN,
+    ("DELETE", "/v1/keys/{key_id}"): {204, 404, 409, 422} | ADMIN,
     ("GET", "/v1/models"): {200, 503} | ADMIN,
     ("POST", "/v1/models/rollouts"): {202, 409} | JSON_BODY | ADMIN,
     ("GET", "/v1/models/rollouts/{rollout_id}"): {200, 404, 422} | ADMIN,

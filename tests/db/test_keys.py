@@ -9,7 +9,7 @@ from threading import Barrier
 import pytest
 from sqlalchemy import select
 
-from orchestrator.core.errors import InvalidRequest, NotFound
+from orchestrator.core.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.db import Gallery, make_engine
 from orchestrator.db.tables import metadata
 
@@ -61,6 +61,40 @@ def test_revoked_key_fails(gallery: Gallery) -> None:
     assert [key.revoked for key in gallery.list_keys()] == [True, False]
     with pytest.raises(NotFound):
         gallery.revoke_key(public.id + 1000)
+
+
+def test_the_last_admin_key_cannot_be_revoked(gallery: Gallery) -> None:
+    first, first_plaintext = gallery.create_key("first admin", "admin")
+    gallery.create_key("a recognize key", "recognize")
+    with pytest.raises(Conflict, match="last admin key"):
+        gallery.revoke_key(first.id)
+    assert gallery.authenticate(first_plaintext) is not None  # refused, so nothing changed
+    second, _ = gallery.create_key("second admin", "admin")
+    assert gallery.revoke_key(first.id).revoked  # another admin remains
+    with pytest.raises(Conflict):
+        gallery.revoke_key(second.id)
+
+
+def test_two_admins_revoking_each_other_at_once_keep_one(gallery: Gallery, database_url: str) -> None:
+    admins = [gallery.create_key(f"admin {i}", "admin")[0].id for i in range(2)]
+    barrier = Barrier(len(admins))
+
+    def revoke(key_id: int) -> str:
+        engine = make_engine(database_url)
+        try:
+            own = Gallery(engine)
+            barrier.wait()
+            own.revoke_key(key_id)
+            return "revoked"
+        except Conflict:
+            return "refused"
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(len(admins)) as pool:
+        outcomes = sorted(pool.map(revoke, admins))
+    assert outcomes == ["refused", "revoked"]
+    assert sum(not key.revoked for key in gallery.list_keys() if key.role == "admin") == 1
 
 
 def test_create_key_validates(gallery: Gallery) -> None:

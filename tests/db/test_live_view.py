@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from orchestrator.db import Gallery
-from orchestrator.db.tables import PersonCreate, PersonSummary, PersonUpdate
+from orchestrator.db.tables import ApiKeyPublic, PersonCreate, PersonSummary, PersonUpdate
 from orchestrator.gallery.live_view import LiveView
 from tests.db.test_faces import enrol, unit_vectors
 
@@ -94,6 +94,41 @@ async def test_a_key_revoked_elsewhere_stops_working_after_refresh_s(gallery: Ga
     assert await live.authenticate(plaintext) is not None  # remembered
     await asyncio.sleep(0.25)
     assert await live.authenticate(plaintext) is None
+
+
+async def test_wrong_keys_cost_no_read_each_and_a_key_made_elsewhere_works_at_once(
+    gallery: Gallery,
+) -> None:
+    live = LiveView(gallery, 5.0)
+    reads = 0
+    read_keys = gallery.live_keys
+
+    def counted() -> dict[str, ApiKeyPublic]:
+        nonlocal reads
+        reads += 1
+        return read_keys()
+
+    gallery.live_keys = counted  # type: ignore[method-assign]
+    answers = await asyncio.gather(*(live.authenticate(f"wrong-{i}") for i in range(500)))
+    assert answers == [None] * 500
+    assert reads <= 2  # one read for the table, at most one more for the misses
+    _, plaintext = gallery.create_key("made on another replica", "recognize")
+    await asyncio.sleep(0.6)  # past a tenth of refresh_s: a miss reads again
+    found = await live.authenticate(plaintext)
+    assert found is not None and found.name == "made on another replica"
+
+
+async def test_a_key_use_is_recorded_once_per_resolution(gallery: Gallery) -> None:
+    live = LiveView(gallery, LONG)
+    public, plaintext = gallery.create_key("reader", "recognize")
+    assert public.last_used_at is None
+    await asyncio.gather(*(live.authenticate(plaintext) for _ in range(20)))
+    (stored,) = gallery.list_keys()
+    assert stored.last_used_at is not None
+    with live.writing():  # read afresh: the use recorded above is not written again
+        pass
+    used = await live.authenticate(plaintext)
+    assert used is not None and used.last_used_at == stored.last_used_at
 
 
 async def test_writing_invalidates_even_when_the_write_fails(gallery: Gallery) -> None:

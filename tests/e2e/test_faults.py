@@ -70,8 +70,9 @@ def test_replicas_survive_kills_and_restarts_with_no_wrong_answer(
     assert summary["503_without_retry_after"] == 0
     # A broken connection only when a replica itself was killed with requests in it.
     replica_kill = record.events[0]
-    assert all(
-        replica_kill.began <= a.at <= (replica_kill.recovered or 0) + 1 for a in failed if a.status == 0
+    broken = [a for a in failed if a.status == 0]
+    assert all(replica_kill.began <= a.at <= (replica_kill.recovered or 0) + 1 for a in broken), "\n".join(
+        faults.timeline(record, broken)
     )
     for event in record.events:
         assert event.seconds is not None and event.seconds < SERVING_AGAIN_S, summary["events"]

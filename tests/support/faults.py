@@ -65,6 +65,8 @@ class Answer:
     status: int  # 0: no answer (the connection broke)
     at: float  # perf_counter when answered
     replica: int
+    sent: float = 0.0  # perf_counter when sent
+    routable: bool = True  # the balancer held the replica ready when it sent the request
     retry_after: bool = False
     wrong: str | None = None
 
@@ -184,56 +186,89 @@ def seed(url: str, photos: Path) -> Seed:
 
 
 class Balancer:
-    """What a Service in front of the replicas does: requests go to replicas whose readiness
-    probe passed at its last check (every ``probe_s``), in turn; a refused connection goes
-    to the next one. A draining replica fails its probe, so it gets no new requests."""
+    """What a Service in front of the replicas does: requests go to ready replicas, in turn;
+    a refused connection goes to the next one.
 
-    def __init__(self, cluster: Cluster, probe_s: float = 0.5) -> None:
+    Readiness is the deployment's (``deploy/k8s/orchestrator.yaml``): a replica is probed
+    on its own every ``probe_s`` (faster than the deployment, to fit the drain the tests
+    use), turns unready after ``failure_threshold`` failed probes in a row and ready after
+    one that passes. A replica being stopped on purpose leaves the rotation
+    ``propagation_s`` after its stop began, as a terminating pod leaves a Service's
+    endpoints; the drain covers that delay, and the probe, which fails while draining,
+    covers a balancer without an endpoints controller. With no ready replica, where a
+    Service would refuse, requests still go in turn, and their answers say so.
+    """
+
+    def __init__(
+        self, cluster: Cluster, probe_s: float = 0.5, failure_threshold: int = 2, propagation_s: float = 0.5
+    ) -> None:
         self.clients = [
             httpx.AsyncClient(base_url=r.url, headers=HEADERS, timeout=60.0) for r in cluster.replicas
         ]
         self.ready = [True] * len(self.clients)
+        self.leaving = [False] * len(self.clients)
         self.probe_s = probe_s
+        self.failure_threshold = failure_threshold
+        self.propagation_s = propagation_s
         self._turn = count()
-        self._probing = asyncio.create_task(self._probe())
+        self._probing = [asyncio.create_task(self._probe(i)) for i in range(len(self.clients))]
 
-    async def _probe(self) -> None:
+    async def _probe(self, replica: int) -> None:
+        url = f"{self.clients[replica].base_url}health/ready"
+        failures = 0
         async with httpx.AsyncClient(timeout=1.0) as http:
-
-            async def ready(client: httpx.AsyncClient) -> bool:
-                try:
-                    return (await http.get(f"{client.base_url}health/ready")).status_code == 200
-                except httpx.TransportError:
-                    return False  # no answer within a second counts as a failed probe
-
             while True:
-                self.ready = list(await asyncio.gather(*(ready(c) for c in self.clients)))
+                try:
+                    passed = (await http.get(url)).status_code == 200
+                except httpx.TransportError:
+                    passed = False  # no answer within a second counts as a failed probe
+                failures = 0 if passed else failures + 1
+                self.ready[replica] = failures < self.failure_threshold
                 await asyncio.sleep(self.probe_s)
 
-    async def send(self, method: str, path: str, **kwargs: Any) -> tuple[int, httpx.Response | None]:
+    async def stopping(self, replica: int) -> None:
+        """A replica's stop has begun: it leaves the rotation once the news has spread."""
+        await asyncio.sleep(self.propagation_s)
+        self.leaving[replica] = True
+
+    def replaced(self, replica: int) -> None:
+        """The replica's new process runs: its probe decides from now on."""
+        self.leaving[replica] = False
+
+    def routable(self, replica: int) -> bool:
+        return self.ready[replica] and not self.leaving[replica]
+
+    async def send(self, method: str, path: str, **kwargs: Any) -> tuple[int, bool, httpx.Response | None]:
+        """The replica that answered, whether it was ready when sent, and its answer (None: the
+        connection broke with the request in it)."""
         first = next(self._turn) % len(self.clients)
         order = [(first + i) % len(self.clients) for i in range(len(self.clients))]
-        order.sort(key=lambda replica: not self.ready[replica])  # ready ones first, in turn
+        order.sort(key=lambda replica: not self.routable(replica))  # ready ones first, in turn
         for replica in order:
+            routable = self.routable(replica)
             try:
-                return replica, await self.clients[replica].request(method, path, **kwargs)
+                return replica, routable, await self.clients[replica].request(method, path, **kwargs)
             except httpx.ConnectError:
                 continue  # nothing listens there: never reached a replica, try the next
             except httpx.TransportError:
-                return replica, None  # the replica died with the request in it
-        return first, None
+                return replica, routable, None
+        return first, False, None
 
     async def aclose(self) -> None:
-        self._probing.cancel()
-        await asyncio.gather(self._probing, return_exceptions=True)
+        for probing in self._probing:
+            probing.cancel()
+        await asyncio.gather(*self._probing, return_exceptions=True)
         for client in self.clients:
             await client.aclose()
 
 
-def _answer(kind: str, replica: int, response: httpx.Response | None) -> Answer:
-    if response is None:
-        return Answer(kind, 0, time.perf_counter(), replica)
-    return Answer(kind, response.status_code, time.perf_counter(), replica, "retry-after" in response.headers)
+def _answer(kind: str, sent: float, routed: tuple[int, bool, httpx.Response | None]) -> Answer:
+    replica, routable, response = routed
+    answer = Answer(kind, 0, time.perf_counter(), replica, sent, routable)
+    if response is not None:
+        answer.status = response.status_code
+        answer.retry_after = "retry-after" in response.headers
+    return answer
 
 
 async def recogniser(
@@ -243,10 +278,12 @@ async def recogniser(
         if stop.is_set():
             return
         expected, image = probes[i % len(probes)]
-        replica, response = await balancer.send(
+        sent = time.perf_counter()
+        routed = await balancer.send(
             "POST", "/v1/recognize", files={"file": ("p.jpg", augment.with_comment(image, f"r{n}-{i}"))}
         )
-        answer = _answer("recognize", replica, response)
+        answer = _answer("recognize", sent, routed)
+        response = routed[2]
         if response is not None and response.status_code == 200:
             answer.wrong = wrong_answer(response.json(), expected)
         record.answers.append(answer)
@@ -278,10 +315,12 @@ async def enroller(
         name = names[(n + i) % len(names)]
         # A scale of its own: each enrolled image is a different face crop, findable as itself.
         image = augment.scaled(bases[name], 0.5 + ((n * 1000 + i) % 997) / 2000)
-        replica, response = await balancer.send(
+        sent = time.perf_counter()
+        routed = await balancer.send(
             "POST", f"/v1/people/{people[name]}/faces", files={"file": ("e.jpg", image)}
         )
-        record.answers.append(_answer("enrol", replica, response))
+        record.answers.append(_answer("enrol", sent, routed))
+        response = routed[2]
         if response is not None and response.status_code == 201:
             record.enrolled.append(Enrolled(name, response.json()["face_id"], image))
 
@@ -357,8 +396,11 @@ async def rolling_restart(cluster: Cluster, balancer: Balancer, probe: bytes, re
     for i, replica in enumerate(cluster.replicas):
         event = Event(f"rolling restart of replica {i}", time.perf_counter())
         record.events.append(event)
+        leaving = asyncio.create_task(balancer.stopping(i))
         await asyncio.to_thread(replica.stop)
+        await leaving
         await asyncio.to_thread(lambda r=replica: r.start().wait_ready(120))
+        balancer.replaced(i)
         event.recovered = await serving(balancer, probe)
 
 
@@ -471,6 +513,21 @@ def failed_during(record: Record, event: Event, slack_s: float = 1.0) -> dict[st
     return failed
 
 
+def timeline(record: Record, answers: list[Answer]) -> list[str]:
+    """``answers`` placed against the events, for a failure's message."""
+    start = record.events[0].began if record.events else 0.0
+    lines = [
+        f"{e.name}: {e.began - start:+.2f} .. {(e.recovered or 0) - start:+.2f} s" for e in record.events
+    ]
+    for a in answers:
+        state = "ready" if a.routable else "not ready"
+        lines.append(
+            f"{a.kind} {a.status or 'no answer'} from replica {a.replica} ({state} when sent): "
+            f"{a.sent - start:+.2f} .. {a.at - start:+.2f} s"
+        )
+    return lines
+
+
 def summary(record: Record) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     for answer in record.answers:
@@ -482,6 +539,7 @@ def summary(record: Record) -> dict[str, Any]:
         "wrong": sum(1 for a in record.answers if a.wrong),
         "503_without_retry_after": sum(1 for a in record.answers if a.status == 503 and not a.retry_after),
         "failed_while_nothing_was_down": len(failures_outside(record)),
+        "sent_with_no_replica_ready": sum(1 for a in record.answers if not a.routable),
         "acknowledged_enrolments": len(record.enrolled),
         "events": [
             {"name": e.name, "serving_again_after_s": e.seconds, "failed": failed_during(record, e)}

@@ -13,7 +13,12 @@ import pytest
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.errors import ImageTooLarge, UpstreamUnavailable
 from orchestrator.pipeline.face_pipeline import FacePipeline
-from orchestrator.pipeline.memory_budget import DECODED_BYTES_PER_PIXEL, PixelBudget, decoded_bytes
+from orchestrator.pipeline.memory_budget import (
+    DECODED_BYTES_PER_PIXEL,
+    PixelBudget,
+    decoded_bytes,
+    held_bytes,
+)
 from orchestrator.pipeline.vision.decode import DecodeLimits, read_header
 from tests.support import augment
 
@@ -129,7 +134,7 @@ async def test_a_cancelled_analysis_gives_its_share_back() -> None:
     entered = asyncio.ensure_future(detector.entered.wait())
     await asyncio.wait({analysis, entered}, return_when=asyncio.FIRST_COMPLETED)
     assert detector.entered.is_set(), analysis
-    assert budget.in_use == decoded_bytes(read_header(image))
+    assert budget.in_use == held_bytes(image, read_header(image))
     analysis.cancel()
     with pytest.raises(asyncio.CancelledError):
         await analysis

@@ -79,9 +79,12 @@ async def live() -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "a dependency is not ready"}},
 )
 async def ready(resources: ResourcesDep, request: Request) -> JSONResponse:
-    checks = await readiness(resources)
-    draining = request.app.state.draining.active
-    checks["shutdown"] = {"ok": not draining, "detail": "draining before a stop" if draining else "ok"}
+    if request.app.state.draining.active:
+        # At once, without the dependencies' round trips: the balancer must learn it first.
+        checks = {"shutdown": {"ok": False, "detail": "draining before a stop"}}
+    else:
+        checks = await readiness(resources)
+        checks["shutdown"] = {"ok": True, "detail": "ok"}
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503

@@ -21,7 +21,8 @@ router = APIRouter(
     "", status_code=status.HTTP_201_CREATED, response_model=CreatedKey, responses=problems(*JSON_BODY)
 )
 async def create_key(body: NewKey, resources: ResourcesDep) -> Any:
-    public, plaintext = await asyncio.to_thread(resources.gallery.create_key, body.name, body.role)
+    with resources.live.writing():  # the new key works here at once
+        public, plaintext = await asyncio.to_thread(resources.gallery.create_key, body.name, body.role)
     return {**public.model_dump(), "key": plaintext}
 
 
@@ -30,7 +31,7 @@ async def list_keys(resources: ResourcesDep) -> Any:
     return {"items": await asyncio.to_thread(resources.gallery.list_keys)}
 
 
-@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404, 422))
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(404, 409, 422))
 async def revoke_key(key_id: RowId, resources: ResourcesDep) -> Response:
     with resources.live.writing():
         await asyncio.to_thread(resources.gallery.revoke_key, key_id)
