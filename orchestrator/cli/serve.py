@@ -6,13 +6,17 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 
+import psutil
 from pydantic import SecretStr
 
 from orchestrator.cli.common import settings_from
+from orchestrator.cli.worker import worker_environment
 from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_token
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
@@ -21,6 +25,9 @@ from orchestrator.runtime.processes import ManagedProcess
 from orchestrator.runtime.supervisor import Child, Supervisor
 from orchestrator.runtime.triton_env import ensure_environment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
+
+WORKER_START_S = 180.0
+"""How long a worker may take to serve: migrations and the gallery's reconciliation run first."""
 
 
 def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
@@ -74,6 +81,16 @@ def _print_triton(server: TritonServer) -> None:
 
 
 def _serve(settings: Settings) -> None:
+    """The API on ``settings.port``: in this process, or in ``FACEREC_API__WORKERS`` processes
+    sharing the port."""
+    if settings.api.workers == 1:
+        serve_one(settings)
+    else:
+        _serve_workers(settings)
+
+
+def serve_one(settings: Settings, *, reuse_port: bool = False) -> None:
+    """One process's API server, in the foreground; ``reuse_port``: the port is shared."""
     import uvicorn
 
     from orchestrator.api.app import create_app
@@ -90,7 +107,60 @@ def _serve(settings: Settings) -> None:
         access_log=False,
         limit_concurrency=settings.api.limit_concurrency,
     )
-    DrainingServer(config, app.state.draining, settings.api.shutdown_drain_s).run()
+    sockets = [shared_socket(settings.host, settings.port)] if reuse_port else None
+    DrainingServer(config, app.state.draining, settings.api.shutdown_drain_s).run(sockets=sockets)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: the kernel spreads new connections over every
+    process bound so; uvicorn makes it listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _serve_workers(settings: Settings) -> None:
+    """``settings.api.workers`` worker processes on the one port, each with its share of the
+    limits, kept up until this process is stopped (SIGTERM or Ctrl-C), then stopped in turn.
+
+    They run in groups of their own, so the terminal's Ctrl-C reaches only this process,
+    which stops each with one SIGTERM (a second one would cut its drain short). Their logs
+    are this process's.
+    """
+    signal.signal(signal.SIGTERM, _raise_stop)
+    share = settings.model_copy(update={"api": settings.api.worker_share()})
+    env = {**os.environ, **worker_environment(share)}
+    command = [sys.executable, "-m", "orchestrator.cli.worker"]
+    try:
+        with Supervisor() as workers:
+            for i in range(settings.api.workers):
+                name = f"orchestrator worker {i}"
+                worker = ManagedProcess(name, None, own_group=True, die_with_parent=True)
+                start = partial(_start_worker, worker, command, env, settings.port)
+                workers.start(Child(worker.name, worker, start))
+            print(f"{settings.api.workers} orchestrator workers on port {settings.port}", flush=True)
+            while True:
+                signal.pause()
+    except (KeyboardInterrupt, _Stop):
+        pass
+
+
+def _start_worker(worker: ManagedProcess, command: list[str], env: dict[str, str], port: int) -> None:
+    worker.start(command, env=env).wait_until(partial(_listening, worker, port), WORKER_START_S)
+
+
+def _listening(worker: ManagedProcess, port: int) -> bool:
+    """Whether the worker listens on ``port``: uvicorn listens once the app has started."""
+    if worker.pid is None:
+        return False
+    try:
+        connections = psutil.Process(worker.pid).net_connections("tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
 def _search_service(settings: Settings) -> tuple[ManagedProcess, Callable[[], ManagedProcess]]:

@@ -72,12 +72,31 @@ class ApiSettings(BaseModel):
     it to take the replica out of rotation (the Kubernetes manifest sets 5)."""
     cpu_workers: int = 4
     """Threads for decode/align work, off the event loop."""
+    workers: PositiveInt = 2
+    """Orchestrator processes serving the one port (SO_REUSEPORT: the kernel spreads new
+    connections over them). Each has an event loop and a GIL of its own, so the cheap
+    answers (the door's 503 and 401) do not wait behind one loop's image work. The limits
+    above (images, pixel budget, uvicorn's bound, decode threads) are for all of them
+    together: each worker takes its share. Under Kubernetes, scale with pods instead (1)."""
     default_top_k: int = 5
     cache_ttl_s: int = 3600
     refresh_s: float = 1.0
     """How old this replica's in-memory view of the live state, face owners and API keys
     may be. Writes through this replica are seen at once, through others within this; 0
     reads the database on every request."""
+
+    def worker_share(self) -> ApiSettings:
+        """What one of ``workers`` processes may take of the limits, which are for them all."""
+        n = self.workers
+        return self.model_copy(
+            update={
+                "workers": 1,
+                "max_concurrent_images": -(-self.max_concurrent_images // n),
+                "pixel_budget_bytes": max(1, self.pixel_budget_bytes // n),
+                "limit_concurrency": -(-self.limit_concurrency // n),
+                "cpu_workers": -(-self.cpu_workers // n),
+            }
+        )
 
     @model_validator(mode="after")
     def _server_bound_above_admission(self) -> ApiSettings:

@@ -71,7 +71,7 @@ class LocalValkey:
 
     @property
     def log_path(self) -> Path:
-        return self._process.log_path
+        return self.data_dir / "valkey.log"
 
     @property
     def pid(self) -> int | None:

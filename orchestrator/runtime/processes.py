@@ -16,10 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Self
 
 import httpx
 
@@ -67,7 +67,8 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
 
 
 class ManagedProcess:
-    """A child process whose output (stdout and stderr) is appended to ``log_path``.
+    """A child process whose output (stdout and stderr) is appended to ``log_path`` (None:
+    it writes to this process's own, as a worker whose log belongs on the terminal).
 
     ``own_group`` starts it in a session of its own and signals the whole process group, so
     its own children (Triton's Python-backend stubs) go with it, and whatever is left in the
@@ -79,7 +80,7 @@ class ManagedProcess:
     def __init__(
         self,
         name: str,
-        log_path: Path,
+        log_path: Path | None,
         *,
         own_group: bool = False,
         die_with_parent: bool = False,
@@ -105,9 +106,7 @@ class ManagedProcess:
             if self._popen.poll() is None:
                 raise self.error(f"{self.name} already started (pid {self._popen.pid})")
             self.stop()  # exited by itself: reap it and clear its group
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self._log_offset = out.tell()
+        with self._output() as out:
             try:
                 self._popen = subprocess.Popen(
                     command,
@@ -121,8 +120,18 @@ class ManagedProcess:
                 )
             except OSError as exc:
                 raise self.error(f"cannot start {self.name}: {exc}") from exc
-        log.info("%s pid %s, log %s", self.name, self._popen.pid, self.log_path)
+        log.info("%s pid %s, log %s", self.name, self._popen.pid, self.log_path or "with ours")
         return self
+
+    @contextlib.contextmanager
+    def _output(self) -> Iterator[BinaryIO | None]:
+        if self.log_path is None:
+            yield None
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self._log_offset = out.tell()
+            yield out
 
     def poll(self) -> int | None:
         """The exit code if the child has exited, else None (also when not started)."""
@@ -185,7 +194,9 @@ class ManagedProcess:
         return self.stop(sig=signal.SIGKILL)
 
     def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` lines this run (or the last one) wrote to the log."""
+        """The last ``lines`` lines this run (or the last one) wrote to the log ("" without one)."""
+        if self.log_path is None:
+            return ""
         try:
             with self.log_path.open("rb") as f:
                 f.seek(self._log_offset)

@@ -62,13 +62,10 @@ class TritonServer:
         self.models = list(models)
         self.host = host
         self._reaped = die_with_parent
+        self.log_path = log_path
         self._process = ManagedProcess(
             "tritonserver", log_path, own_group=True, die_with_parent=die_with_parent, error=TritonStartError
         )
-
-    @property
-    def log_path(self) -> Path:
-        return self._process.log_path
 
     @property
     def grpc_url(self) -> str:

@@ -45,7 +45,7 @@ class Stack:
         triton: TritonServer,
         database_url: str,
         cache_url: str | None,
-        api_env: dict[str, str] | None = None,
+        api_env: dict[str, str | None] | None = None,
     ) -> None:
         self.root = root
         self.triton = triton
@@ -61,6 +61,8 @@ class Stack:
             "FACEREC_ADMIN_KEY": ADMIN_KEY,
             "DATABASE_URL": database_url,
             "FACEREC_API__MAX_BODY_BYTES": str(8 * 1024 * 1024),
+            # One process, whose pid is the server's: tests kill it, and read its memory.
+            "FACEREC_API__WORKERS": "1",
             "REDIS_URL": cache_url,
             "FACEREC_REDIS_URL": None,
             **(api_env or {}),

@@ -57,3 +57,33 @@ def test_facerec_refuses_to_start_with_a_short_admin_key(tmp_path: Path) -> None
     assert "FACEREC_ADMIN_KEY must be at least 24 characters" in done.stderr
     assert "Traceback" not in done.stderr and "frk_too-short" not in done.stderr + done.stdout
     assert not list(tmp_path.iterdir()), "nothing is started or written"
+
+
+def test_workers_share_the_limits_which_are_for_them_all() -> None:
+    api = Settings(api={"workers": 3, "max_concurrent_images": 64, "pixel_budget_bytes": 3000}).api
+    share = api.worker_share()
+    assert (share.workers, share.max_concurrent_images, share.pixel_budget_bytes) == (1, 22, 1000)
+    assert share.cpu_workers == 2 and share.limit_concurrency == 342  # rounded up: 4 threads, 1024
+    assert share.limit_concurrency >= 4 * share.max_concurrent_images  # still above admission
+    single = Settings(api={"workers": 1}).api
+    assert single.worker_share() == single
+
+
+def test_a_worker_gets_its_parents_settings_secrets_included() -> None:
+    from orchestrator.cli.worker import WORKER_SETTINGS, worker_environment
+
+    settings = Settings(
+        port=8123, search_token="t" * MIN_SECRET_CHARS, redis_url="redis://127.0.0.1:7/0", api={"workers": 2}
+    )
+    share = settings.model_copy(update={"api": settings.api.worker_share()})
+    code = (
+        "import os, pickle, base64\n"
+        "from orchestrator.core.settings import Settings\n"
+        f"s = pickle.loads(base64.b64decode(os.environ[{WORKER_SETTINGS!r}]))\n"
+        "print(s.port, s.redis_url, s.search_token.get_secret_value(), s.api.workers)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", **worker_environment(share)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["8123", "redis://127.0.0.1:7/0", "t" * MIN_SECRET_CHARS, "1"]
