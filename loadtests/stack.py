@@ -71,7 +71,9 @@ class Stack(SharedStack):
             TritonPorts.free(),
             [spec.name for spec in DEFAULT_MODELS],
         )
-        super().__init__(root, triton, sqlite_url(root), None, api_env)
+        # As `make up` runs it: FACEREC_API__WORKERS from the caller's environment, else the default.
+        workers = {"FACEREC_API__WORKERS": os.environ.get("FACEREC_API__WORKERS")}
+        super().__init__(root, triton, sqlite_url(root), None, {**workers, **(api_env or {})})
 
     def start(self) -> Stack:
         if self.owns_triton:
