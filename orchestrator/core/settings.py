@@ -163,6 +163,17 @@ class LogSettings(BaseModel):
     """How often each replica writes its request statistics of the minutes that are over."""
 
 
+class MatchSettings(BaseModel):
+    """The threshold calibrated on the live gallery (``gallery/calibration.py``)."""
+
+    target_far: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """The false-accept rate to hold, e.g. 1e-4: the gallery's impostor scores set the
+    threshold for it once there are enough of them (≈ 3 / target); until then, or without
+    a target, ``FACEREC_MATCH_THRESHOLD`` stands."""
+    neighbours: PositiveInt = 50
+    """Nearest faces searched per face to keep its impostor and genuine scores."""
+
+
 class QualitySettings(BaseModel):
     """The enrolment quality gate (``orchestrator/pipeline/quality.py``): a face that misses one
     of these is refused with 422 and the reasons, measured. The defaults were measured on the
@@ -203,6 +214,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     api: ApiSettings = ApiSettings()
     rollout: RolloutSettings = RolloutSettings()
+    match: MatchSettings = MatchSettings()
     quality: QualitySettings = QualitySettings()
     log: LogSettings = LogSettings()
     index: IndexSettings = IndexSettings()
