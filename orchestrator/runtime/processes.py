@@ -111,7 +111,7 @@ class ManagedProcess:
                 self._popen = subprocess.Popen(
                     command,
                     stdout=out,
-                    stderr=subprocess.STDOUT,
+                    stderr=subprocess.STDOUT if out is not None else None,  # inherited: ours
                     stdin=subprocess.DEVNULL,
                     env=env,
                     cwd=cwd,
