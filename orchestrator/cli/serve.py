@@ -140,7 +140,8 @@ def _serve_workers(settings: Settings) -> None:
                 name = f"orchestrator worker {i}"
                 worker = ManagedProcess(name, None, own_group=True, die_with_parent=True)
                 start = partial(_start_worker, worker, command, env, settings.port)
-                workers.start(Child(worker.name, worker, start))
+                # The first one up shows a mistake at once; the others come up, or retry, by themselves.
+                (workers.keep if i else workers.start)(Child(worker.name, worker, start))
             print(f"{settings.api.workers} orchestrator workers on port {settings.port}", flush=True)
             while True:
                 signal.pause()

@@ -105,6 +105,18 @@ class Supervisor:
         self._watched.append((child, thread))
         thread.start()
 
+    def keep(self, child: Child) -> None:
+        """Keep ``child`` up without bringing it up here: its own thread starts it, and starts
+        it again after a delay if it cannot come up, as after a crash. For a child whose
+        failure to start must not stop the others (a second API worker while Triton is down)."""
+        if self._stopping.is_set():
+            raise StartError(f"supervisor stopped; not starting {child.name}")
+        thread = threading.Thread(
+            target=self._bring_up_and_keep, args=(child,), name=f"supervise {child.name}", daemon=True
+        )
+        self._watched.append((child, thread))
+        thread.start()
+
     def stop(self) -> None:
         """Stop restarting, then stop every child, the last started first."""
         self._stopping.set()
@@ -116,8 +128,21 @@ class Supervisor:
             child.process.stop()
         self._watched.clear()
 
-    def _keep_up(self, child: Child) -> None:
+    def _bring_up_and_keep(self, child: Child) -> None:
         backoff = self._backoff()
+        try:
+            child.start()
+        except Exception as error:
+            child.process.stop()
+            if self._stopping.is_set():
+                return
+            log.error("%s did not come up: %s", child.name, error, exc_info=not isinstance(error, StartError))
+            if not self._restart(child, backoff.delay(0.0), backoff):
+                return
+        self._keep_up(child, backoff)
+
+    def _keep_up(self, child: Child, backoff: Backoff | None = None) -> None:
+        backoff = backoff or self._backoff()
         up_since = time.monotonic()
         try:
             while (code := self._wait_exit(child)) is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestrator.core.settings import ApiSettings
 from orchestrator.modelrepo.fetch import ModelStore
 from orchestrator.runtime.triton_env import TritonEnvironment
 from tests.e2e.flows import best_name, create_person, enrol, recognize
@@ -51,6 +52,8 @@ class StackProcess:
         ):
             if kind in self.command:
                 return kind
+        if "orchestrator.cli.worker" in self.command:
+            return "worker"
         return "up" if "orchestrator.cli" in self.command else "other"
 
 
@@ -307,7 +310,7 @@ def _assert_all_gone(up: Up, what: str) -> float:
 
 
 def _full_stack(up: Up) -> None:
-    """One of each, and Triton's stubs (one per model instance)."""
+    """One of each, the API's workers, and Triton's stubs (one per model instance)."""
     kinds = sorted(p.kind for p in up.processes())
     stubs = kinds.count("triton_python_backend_stub")
     assert stubs >= 3 and [k for k in kinds if k != "triton_python_backend_stub"] == [
@@ -316,6 +319,7 @@ def _full_stack(up: Up) -> None:
         "tritonserver",
         "up",
         "valkey-server",
+        *["worker"] * ApiSettings().workers,
     ]
 
 

@@ -119,6 +119,8 @@ class Cluster:
             "FACEREC_ROLLOUT__BATCH": "1",
             "FACEREC_ROLLOUT__LEASE_S": str(LEASE_S),
             "FACEREC_API__SHUTDOWN_DRAIN_S": "3",
+            # A replica is one process, as a pod is: the scenario kills and restarts it by pid.
+            "FACEREC_API__WORKERS": "1",
         }
         args = ["-m", "orchestrator.cli", "orchestrator", "--port", "{port}"]
         self.replicas = [

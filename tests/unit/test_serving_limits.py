@@ -30,9 +30,10 @@ def test_a_server_bound_near_the_admission_limit_is_refused() -> None:
 def test_uvicorn_runs_with_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     given: dict[str, Any] = {}
     monkeypatch.setattr(
-        DrainingServer, "run", lambda server: given.update(vars(server.config), server=server)
+        DrainingServer, "run", lambda server, sockets: given.update(vars(server.config), server=server)
     )
     monkeypatch.setattr("orchestrator.runtime.allocator.keep_freed_memory", lambda: True)
-    serve._serve(Settings(data_dir=tmp_path, api=ApiSettings(limit_concurrency=777, shutdown_drain_s=4)))
+    api = ApiSettings(limit_concurrency=777, shutdown_drain_s=4, workers=1)
+    serve._serve(Settings(data_dir=tmp_path, api=api))
     assert given["limit_concurrency"] == 777
     assert given["server"].drain_s == 4

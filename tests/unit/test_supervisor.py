@@ -153,3 +153,16 @@ def test_stop_leaves_no_child_and_reports_no_death(tmp_path: Path, caplog: pytes
 def test_a_child_that_cannot_come_up_at_first_is_an_error(supervisor: Supervisor, tmp_path: Path) -> None:
     with pytest.raises(StartError, match="refused to start"):
         supervisor.start(_sleeper(tmp_path, "broken", refused=frozenset({1})))
+
+
+def test_a_kept_child_that_cannot_come_up_at_first_is_retried_by_itself(
+    supervisor: Supervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "orchestrator.runtime.supervisor")
+    child = _sleeper(tmp_path, "second worker", refused=frozenset({1, 2}))
+    supervisor.keep(child)  # returns at once: its own thread brings it up
+    _eventually(lambda: "second worker restarted" in caplog.text)
+    assert caplog.text.count("refused to start") == 2 and "second worker did not come up" in caplog.text
+    first = _pid(child)
+    os.kill(first, signal.SIGKILL)  # and kept up afterwards like any other child
+    _eventually(lambda: child.process.pid not in (None, first) and child.process.poll() is None)
