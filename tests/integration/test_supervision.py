@@ -310,17 +310,18 @@ def _assert_all_gone(up: Up, what: str) -> float:
 
 
 def _full_stack(up: Up) -> None:
-    """One of each, the API's workers, and Triton's stubs (one per model instance)."""
-    kinds = sorted(p.kind for p in up.processes())
-    stubs = kinds.count("triton_python_backend_stub")
-    assert stubs >= 3 and [k for k in kinds if k != "triton_python_backend_stub"] == [
-        "reaper",
-        "search_service",
-        "tritonserver",
-        "up",
-        "valkey-server",
-        *["worker"] * ApiSettings().workers,
-    ]
+    """One of each, the API's workers, and Triton's stubs (one per model instance).
+
+    Waited for: the API is ready once its first worker is; the others start after it."""
+    expected = ["reaper", "search_service", "tritonserver", "up", "valkey-server"]
+    expected += ["worker"] * ApiSettings().workers
+
+    def census() -> bool:
+        kinds = sorted(p.kind for p in up.processes())
+        stubs = kinds.count("triton_python_backend_stub")
+        return stubs >= 3 and [k for k in kinds if k != "triton_python_backend_stub"] == expected
+
+    eventually(census, 30.0, "the whole stack running", lambda: sorted(p.kind for p in up.processes()))
 
 
 def test_a_killed_up_leaves_no_process(make_up: Callable[[], Up]) -> None:
