@@ -19,6 +19,8 @@ from orchestrator.api.door import Door
 from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from orchestrator.api.request_context import RequestContext
 from orchestrator.api.routes import (
+    calibration,
+    duplicates,
     health,
     index,
     keys,
@@ -42,6 +44,7 @@ from orchestrator.gallery.enrolment import Enrolment
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.gallery.model_keeper import ensure_live_versions, keep_live_versions, live_versions
 from orchestrator.gallery.rollout import RolloutRunner, process_name
+from orchestrator.gallery.score_keeper import ScoreKeeper
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.pipeline.memory_budget import PixelBudget
 from orchestrator.recognition.cache import RecognitionCache
@@ -103,7 +106,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         budget = PixelBudget(settings.api.pixel_budget_bytes)
         app.state.metrics.pixel_bytes.set_function(lambda: budget.in_use)
         pipeline = FacePipeline(triton, executor=executor, budget=budget)
-        live = LiveView(gallery, settings.api.refresh_s)
+        live = LiveView(gallery, settings.api.refresh_s, settings.match, settings.match_threshold)
+        stack.push_async_callback(live.close)
         log_writer = RecognitionLogWriter(gallery)
         await log_writer.start()
         stack.push_async_callback(log_writer.close)
@@ -117,6 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.triton_control_urls, settings.triton_metrics_url, settings.triton.timeout_s
         )
         stack.push_async_callback(control.close)
+        scores = ScoreKeeper(gallery, search, settings.match.neighbours)
         rollouts = RolloutRunner(
             gallery,
             search,
@@ -127,6 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             live,
             settings.triton_repository,
             index=settings.index,
+            scores=scores,
         )
         stack.push_async_callback(rollouts.close)
         await ensure_live_versions(control, live_versions(await asyncio.to_thread(gallery.state)))
@@ -144,10 +150,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             recognition=Recognition(
                 live, SearchBatcher(search), pipeline, cache, log_writer, settings.match_threshold
             ),
-            enrolment=Enrolment(gallery, search, pipeline, settings.quality),
+            enrolment=Enrolment(
+                gallery,
+                search,
+                pipeline,
+                settings.quality,
+                scores=scores,
+                threshold_for=live.threshold,
+                match_threshold=settings.match_threshold,
+            ),
             live=live,
             reconciliation=reconciliation,
             rollouts=rollouts,
+            scores=scores,
         )
         # What start-up made lives as long as the process: out of the collector's sight, a
         # full collection under load stops the event loop for ms, not 140 ms (measured).
@@ -169,6 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
     responses.install(app, request_models=person_body.REQUEST_MODELS)
     # Each router declares its path prefix and the role it needs.
     routers = (
+        duplicates.router,  # before people.router's /v1/people/{person_id}
         people.admin_router,
         people.router,
         recognize.router,
@@ -177,6 +193,7 @@ def create_app(settings: Settings) -> FastAPI:
         index.router,
         recognition_log.router,
         stats.router,
+        calibration.router,
         health.router,
         health.keyed_router,
         metrics.router,

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator.api.schemas import InvalidField, Problem
 from orchestrator.core.errors import (
     Conflict,
+    DuplicateIdentity,
     FaceCountError,
     FacerecError,
     Forbidden,
@@ -83,10 +84,15 @@ def _reasons(error: QualityRejected) -> dict[str, Any]:
     return {"reasons": [asdict(reason) for reason in error.reasons]}
 
 
+def _match(error: DuplicateIdentity) -> dict[str, Any]:
+    return {"person": error.person, "similarity": error.similarity}
+
+
 PROBLEM_TYPES: dict[type[FacerecError], ProblemType] = {
     FacerecError: ProblemType(500, "Internal error", "internal"),
     NotFound: ProblemType(404, "Not found", "not-found"),
     Conflict: ProblemType(409, "Conflict", "conflict"),
+    DuplicateIdentity: ProblemType(409, "Duplicate identity", "duplicate-identity", members=_match),
     InvalidRequest: ProblemType(422, "Invalid request", "invalid-request"),
     Unauthorized: ProblemType(401, "Unauthorized", "unauthorized", _authenticate),
     Forbidden: ProblemType(403, "Forbidden", "forbidden"),
@@ -133,7 +139,8 @@ def problem_response(
         errors=errors,
         **(members or {}),
     )
-    body = problem.model_dump(exclude_none=True)
+    # The members left out are the absent ones: a null inside one (a person's age) is said.
+    body = {name: value for name, value in problem.model_dump().items() if value is not None}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -153,15 +160,20 @@ def allowed_methods(request: Request) -> str:
     """Every method of every route on the request's path, as RFC 9110 wants ``Allow`` to say.
 
     Starlette's 405 names only the first route that has the path, and a path here often has
-    several: a read route for any key beside write routes for admins.
+    several: a read route for any key beside write routes for admins. A literal path beside a
+    template that also matches it (``/v1/people/duplicates`` beside ``/v1/people/{person_id}``)
+    is a resource of its own: only the routes with the fewest path parameters count, and not
+    the hidden ones that answer 405 for it.
     """
     path = request.scope["path"]
-    methods: set[str] = set()
+    found: list[tuple[int, set[str]]] = []
     for context in iter_route_contexts(request.app.routes):
         pattern = getattr(context, "path_regex", None)
-        if context.methods and pattern is not None and pattern.match(path):
-            methods |= context.methods
-    return ", ".join(sorted(methods))
+        shown = getattr(context, "include_in_schema", True)
+        if context.methods and shown and pattern is not None and pattern.match(path):
+            found.append((len(getattr(context, "param_convertors", {})), set(context.methods)))
+    fewest = min((parameters for parameters, _ in found), default=0)
+    return ", ".join(sorted({m for parameters, methods in found if parameters == fewest for m in methods}))
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

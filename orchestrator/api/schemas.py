@@ -8,16 +8,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from orchestrator.db.tables import (
     NAME_PATTERN,
     ApiKeyPublic,
+    DuplicatePair,
     FacePublic,
     PersonPublic,
+    PersonSummary,
     RecognitionLogPublic,
 )
+from orchestrator.gallery.calibration import GalleryCalibration, histogram, scores_needed
 from orchestrator.pipeline.quality import Criterion
 from orchestrator.recognition.answers import Box, RecognizeAnswer
 from orchestrator.stats.host import MachineState, ProcessState
@@ -69,6 +73,13 @@ class Problem(ProblemDetails):
     reasons: list[FailedCriterion] | SkipJsonSchema[None] = Field(
         default=None,
         description="on a 422 face-quality (an enrolment): each quality criterion the face failed",
+    )
+    person: PersonSummary | SkipJsonSchema[None] = Field(
+        default=None,
+        description="on a 409 duplicate-identity (an enrolment): the other person the face matches",
+    )
+    similarity: float | SkipJsonSchema[None] = Field(
+        default=None, description="on a 409 duplicate-identity: how well the face matches that person's"
     )
 
 
@@ -199,3 +210,84 @@ class StatsAnswer(BaseModel):
     since: datetime = Field(description="the first minute of the window (inclusive)")
     until: datetime = Field(description="the time of the answer; a minute is written once it is over")
     items: list[MinuteSummary] = Field(description="oldest minute first, routes in order within one")
+
+
+class ScoreHistogram(BaseModel):
+    edges: list[float] = Field(description="bin edges over cosine similarity, −1 to 1 (one more than counts)")
+    counts: list[int]
+
+
+class ScoreCounts(BaseModel):
+    count: int = Field(description="faces with such a score")
+    histogram: ScoreHistogram
+
+
+class CalibrationAnswer(BaseModel):
+    """A model version's gallery calibration: the threshold in force and the scores it rests on."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "model_version": "1",
+                "target_far": 0.0001,
+                "threshold": 0.4137,
+                "source": "gallery",
+                "shipped_threshold": 0.38,
+                "scores_needed": 29956,
+                "estimated_far": 0.0000998,
+                "estimated_frr": 0.012,
+                "impostor": {"count": 41250, "histogram": {"edges": [-1.0, -0.96], "counts": [0]}},
+                "genuine": {"count": 40110, "histogram": {"edges": [-1.0, -0.96], "counts": [0]}},
+            }
+        }
+    )
+    model_version: str
+    target_far: float | None = Field(
+        description="FACEREC_MATCH__TARGET_FAR; null: none, the shipped threshold stands"
+    )
+    threshold: float = Field(description="the threshold in force for this version when a request gives none")
+    source: Literal["gallery", "shipped"] = Field(
+        description="gallery: set by the impostor scores for the target; shipped: FACEREC_MATCH_THRESHOLD "
+        "(no target, or fewer impostor scores than scores_needed)"
+    )
+    shipped_threshold: float = Field(description="FACEREC_MATCH_THRESHOLD")
+    scores_needed: int | None = Field(
+        description="impostor scores the target needs before the gallery can set the threshold"
+    )
+    estimated_far: float = Field(
+        description="the 95 % upper bound of the false-accept rate at the threshold (1 without scores)"
+    )
+    estimated_frr: float | None = Field(
+        description="the share of genuine scores below the threshold; null without any"
+    )
+    impostor: ScoreCounts = Field(description="each face's best similarity to a face of another person")
+    genuine: ScoreCounts = Field(description="each face's best similarity to another face of its person")
+
+    @classmethod
+    def of(cls, calibration: GalleryCalibration) -> CalibrationAnswer:
+        """The answer for ``calibration``; histograms cost O(scores): build it off the event loop."""
+
+        def counts(scores: np.ndarray) -> ScoreCounts:
+            drawn = histogram(scores)
+            return ScoreCounts(
+                count=int(scores.size), histogram=ScoreHistogram(edges=drawn.edges, counts=drawn.counts)
+            )
+
+        target = calibration.target_far
+        return cls(
+            model_version=calibration.model_version,
+            target_far=target,
+            threshold=calibration.threshold,
+            source=calibration.source,
+            shipped_threshold=calibration.shipped_threshold,
+            scores_needed=None if target is None else scores_needed(target),
+            estimated_far=calibration.far(calibration.threshold),
+            estimated_frr=calibration.frr(),
+            impostor=counts(calibration.impostor),
+            genuine=counts(calibration.genuine),
+        )
+
+
+class DuplicateList(BaseModel):
+    items: list[DuplicatePair] = Field(description="best similarity first")
+    total: int = Field(description="pairs at or above the threshold in force")

@@ -4,7 +4,9 @@ Each row is one call of the one-call enrolment (``POST /v1/people`` as a form), 
 server makes it whole or not at all. The external id makes a run idempotent: a row whose
 external id the gallery already holds answers 409 and counts as done, checked before any
 photo is analysed. So a run that was stopped (even by SIGKILL) is resumed by running it
-again, without any state file; a row that was in flight is either there or not at all.
+again, without any state file; a row that was in flight is either there or not at all. A
+row whose photo is of someone enrolled already under another name fails (409 duplicate
+identity, naming them), unless ``--force``.
 
 The CSV (UTF-8, a header line): ``external_id,name,age,gender,address,photos`` with
 ``photos`` the photo files under ``--images``, ``;``-separated; an optional ``attributes``
@@ -130,6 +132,7 @@ def _row(line: int, cells: dict[str | Any, Any], images: Path) -> Row:
 class Importer:
     client: httpx.Client
     pick_largest: bool = False
+    force: bool = False
     stopped: threading.Event = field(default_factory=threading.Event)
 
     def send(self, row: Row) -> tuple[Outcome, str]:
@@ -141,6 +144,8 @@ class Importer:
             for photo in row.photos
         ]
         params = {"pick": "largest"} if self.pick_largest else {}
+        if self.force:
+            params["force"] = "true"
         for attempt in range(1 + max(BUSY_RETRIES, UNREACHABLE_RETRIES)):
             if self.stopped.is_set():
                 raise Abort("stopped")
@@ -158,11 +163,20 @@ class Importer:
         if answer.status_code == 201:
             return "imported", ""
         detail = _detail(answer)
-        if answer.status_code == 409:
+        if answer.status_code == 409 and not _duplicate_identity(answer):
             return "present", detail
         if answer.status_code in (401, 403):
             raise Abort(f"the API refused the key: {detail}")
         return "failed", f"{answer.status_code}: {detail}"
+
+
+def _duplicate_identity(answer: httpx.Response) -> bool:
+    """A 409 for a face of someone else, not for the row's external id: a failure, not done."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and str(body.get("type", "")).endswith("/duplicate-identity")
 
 
 def _detail(answer: httpx.Response) -> str:
@@ -242,7 +256,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         header, rows = read_rows(args.csv, args.images)
         headers = {"X-API-Key": args.key}
         with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT_S) as client:
-            report = run(Importer(client, pick_largest=args.pick_largest), rows, max(1, args.jobs), console)
+            importer = Importer(client, pick_largest=args.pick_largest, force=args.force)
+            report = run(importer, rows, max(1, args.jobs), console)
     except Abort as error:
         print(f"facerec import: {error}; what was imported stays, run it again to go on", file=sys.stderr)
         return 2

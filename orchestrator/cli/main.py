@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orchestrator.cli import client, importer, models, serve
+from orchestrator.cli import calibrate, client, importer, models, serve
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import configure as configure_logging
 from orchestrator.modelrepo.fetch import ModelFetchError
@@ -74,6 +74,19 @@ def parser() -> argparse.ArgumentParser:
     rollout.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
     rollout.add_argument("--api-key", default=os.environ.get("FACEREC_API_KEY"), help="an admin key")
 
+    calibration = command(
+        "calibrate", "the gallery's threshold and the scores it rests on", calibrate.cmd_calibrate
+    )
+    calibration.add_argument(
+        "--recompute", action="store_true", help="search every face of the active version again first"
+    )
+    calibration.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="draw both histograms and the threshold"
+    )
+    calibration.add_argument("--model-version", help="another version than the active one")
+    calibration.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
+    calibration.add_argument("--api-key", default=os.environ.get("FACEREC_API_KEY"), help="an admin key")
+
     people = command(
         "import", "import people and their photos from a CSV file, through the API", importer.cmd_import
     )
@@ -86,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
     people.add_argument("--errors", type=Path, metavar="errors.csv", help="the failed rows, with why")
     people.add_argument("--jobs", type=int, default=4, help="rows sent at once (default 4)")
     people.add_argument("--pick-largest", action="store_true", help="enrol the largest face of a group photo")
+    people.add_argument(
+        "--force", action="store_true", help="enrol a face even if it matches another person enrolled already"
+    )
 
     command("triton-env", "create Triton's Python environment", models.cmd_triton_env)
     for name, help_text, handler in (

@@ -6,8 +6,9 @@ headers in one place (:mod:`orchestrator.api.problems`), the command line prints
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class FacerecError(Exception):
@@ -24,6 +25,18 @@ class NotFound(FacerecError):
 
 class Conflict(FacerecError):
     """The request contradicts the current state (a duplicate, a rollout already running)."""
+
+
+class DuplicateIdentity(Conflict):
+    """The face matches an enrolled face of another person: perhaps one person under a second name.
+
+    ``person`` is that person as the API shows one (id, name and fields); ``similarity`` the match.
+    """
+
+    def __init__(self, detail: str, person: Mapping[str, Any], similarity: float) -> None:
+        super().__init__(detail)
+        self.person = dict(person)
+        self.similarity = similarity
 
 
 class InvalidRequest(FacerecError):

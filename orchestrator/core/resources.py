@@ -16,6 +16,7 @@ from orchestrator.gallery.enrolment import Enrolment
 from orchestrator.gallery.index_sync import Reconciliation
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.gallery.rollout import RolloutRunner
+from orchestrator.gallery.score_keeper import ScoreKeeper
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.recognition.service import Recognition
@@ -34,3 +35,4 @@ class Resources:
     live: LiveView
     reconciliation: Reconciliation
     rollouts: RolloutRunner
+    scores: ScoreKeeper

@@ -172,6 +172,10 @@ class MatchSettings(BaseModel):
     a target, ``FACEREC_MATCH_THRESHOLD`` stands."""
     neighbours: PositiveInt = 50
     """Nearest faces searched per face to keep its impostor and genuine scores."""
+    recalibrate_s: NonNegativeFloat = 10.0
+    """How often, at most, each replica reads the scores again to recalibrate once the gallery
+    has changed (a new generation); meanwhile answers use the calibration it has. 0: at every
+    change."""
 
 
 class QualitySettings(BaseModel):

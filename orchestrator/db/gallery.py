@@ -1,4 +1,5 @@
-"""The gallery: people, faces and embeddings, keys, live state, the recognition log and request statistics.
+"""The gallery: people, faces and embeddings, their scores, keys, live state, the recognition log and
+request statistics.
 
 The database is the source of truth; the search index is rebuilt from
 :meth:`Gallery.embeddings` and checked against :meth:`Gallery.face_ids`.
@@ -6,6 +7,7 @@ The database is the source of truth; the search index is rebuilt from
 
 from __future__ import annotations
 
+from orchestrator.db.face_scores import FaceScores
 from orchestrator.db.faces import Faces
 from orchestrator.db.keys import Keys
 from orchestrator.db.people import People
@@ -15,7 +17,7 @@ from orchestrator.db.rollouts import Rollouts
 from orchestrator.db.state import State
 
 
-class Gallery(People, Faces, State, Keys, RecognitionLogs, RequestStatistics, Rollouts):
+class Gallery(People, Faces, FaceScores, State, Keys, RecognitionLogs, RequestStatistics, Rollouts):
     """Every operation opens its own session; synchronous, call from a worker thread.
 
     >>> gallery = Gallery(make_engine(url)); migrate(gallery.engine)

@@ -302,6 +302,36 @@ class FaceEmbedding(DbModel, table=True):
     dim: int
 
 
+class FaceScore(DbModel, table=True):
+    """A face's best similarity to a face of another person (impostor) and to another face of
+    its own person (genuine), under one embedder version: what the calibration counts.
+
+    The faces that gave them have no foreign key: when one is deleted, the faces it scored
+    are searched again (``gallery/score_keeper.py``), found through these two indexes.
+    """
+
+    __tablename__ = "face_score"
+    __table_args__ = (
+        Index(None, "model_version", "impostor_face_id"),
+        Index(None, "model_version", "genuine_face_id"),
+    )
+
+    face_id: int = Field(foreign_key="face.id", ondelete="CASCADE", primary_key=True)
+    model_version: str = Field(max_length=64, primary_key=True)
+    impostor: float | None = Field(default=None, sa_type=Double)
+    impostor_face_id: int | None = None
+    genuine: float | None = Field(default=None, sa_type=Double)
+    genuine_face_id: int | None = None
+
+
+class DuplicatePair(DbModel):
+    """Two people with faces that match each other: perhaps one person enrolled twice."""
+
+    people: list[PersonSummary] = PydanticField(description="the two people, lower id first")
+    similarity: float = PydanticField(description="the best similarity of a face of one to one of the other")
+    face_ids: list[int] = PydanticField(description="the two faces giving it, in the order of people")
+
+
 class ApiKey(DbModel, table=True):
     __tablename__ = "api_key"
     __table_args__ = (CheckConstraint("role IN ('admin', 'recognize')", name="role"),)

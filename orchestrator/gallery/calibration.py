@@ -15,14 +15,20 @@ calibrated threshold stands. A match's evidence is the same bound at its similar
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 
 CONFIDENCE = 0.95
 HISTOGRAM_BINS = 50
+_ONE_SIDED_Z = {0.95: 1.6448536269514722, 0.99: 2.3263478740408408}
+"""The normal quantile of a confidence: where the search for a bound starts (any start is safe)."""
+_TOLERANCE = 1e-10
+_BOUNDS_KEPT = 65_536
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
@@ -62,19 +68,37 @@ def far_upper_bound(exceeding: int, scores: int, confidence: float = CONFIDENCE)
     """The one-sided Clopper-Pearson upper bound of a rate seen ``exceeding`` times in ``scores``.
 
     The p at which seeing at most ``exceeding`` has probability 1 − ``confidence``:
-    P(X ≤ k; n, p) = I_{1−p}(n − k, k + 1), found by bisection.
+    P(X ≤ k; n, p) = I_{1−p}(n − k, k + 1). Every match's evidence is one of these, so it is
+    found by Newton steps from the normal approximation, kept inside a bisection bracket
+    (≤ 8 evaluations where bisection alone took 60), to a relative 1e-10, from above.
     """
     if scores <= 0 or exceeding >= scores:
         return 1.0
     if exceeding == 0:  # closed form: (1 − p)^n = 1 − confidence
         return -math.expm1(math.log(1.0 - confidence) / scores)
-    low, high = exceeding / scores, 1.0
-    for _ in range(60):
-        p = (low + high) / 2
-        if regularized_beta(scores - exceeding, exceeding + 1, 1.0 - p) > 1.0 - confidence:
+    k, n = exceeding, scores
+    a, b = n - k, k + 1
+    log_beta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    z = _ONE_SIDED_Z.get(confidence, 1.6448536269514722)
+    low, high = k / n, 1.0
+    p = (k + 1) / n + z * math.sqrt((k + 1) * (n - k) / n) / n
+    for _ in range(200):
+        if not low < p < high:
+            p = (low + high) / 2
+        excess = regularized_beta(a, b, 1.0 - p) - (1.0 - confidence)  # falls as p grows
+        if excess > 0:
             low = p
         else:
             high = p
+        if high - low <= _TOLERANCE * high:
+            break
+        slope = math.exp(log_beta + (a - 1) * math.log1p(-p) + (b - 1) * math.log(p))
+        if slope <= 0.0:  # underflow far from the root: bisect
+            p = (low + high) / 2
+            continue
+        step = excess / slope
+        # A hair past Newton's root, so the bracket closes from both sides.
+        p += step + math.copysign(_TOLERANCE * p / 4, step)
     return high
 
 
@@ -108,6 +132,8 @@ class GalleryCalibration:
     """Genuine scores, ascending."""
     threshold: float = 0.0
     source: Literal["gallery", "shipped"] = "shipped"
+    _bounds: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """The bound of each exceedance count asked for: matches keep asking the same few."""
 
     def exceeding(self, similarity: float) -> int:
         """How many impostor scores are at or above ``similarity``."""
@@ -116,7 +142,21 @@ class GalleryCalibration:
     def far(self, similarity: float) -> float:
         """The estimated false-accept rate of a match at ``similarity`` in this gallery: the
         upper bound of the share of impostor scores at or above it (1.0 without scores)."""
-        return far_upper_bound(self.exceeding(similarity), int(self.impostor.size))
+        exceeding = self.exceeding(similarity)
+        bound = self._bounds.get(exceeding)
+        if bound is None:
+            bound = far_upper_bound(exceeding, int(self.impostor.size))
+            if len(self._bounds) < _BOUNDS_KEPT:
+                self._bounds[exceeding] = bound
+        return bound
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Names the impostor scores and the threshold: what a match's evidence and decision
+        rest on. Equal on every replica that read the same scores."""
+        digest = hashlib.sha256(self.impostor.tobytes())
+        digest.update(f"{self.threshold!r}:{self.source}".encode())
+        return digest.hexdigest()[:32]
 
     def frr(self, threshold: float | None = None) -> float | None:
         """The share of genuine scores below ``threshold`` (this one's by default); None without any."""

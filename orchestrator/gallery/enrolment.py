@@ -4,6 +4,10 @@ Order of writes: the database first, then the index, then the gallery generation
 retires cached answers). A crash between the first two leaves the index behind the
 database; ``reconcile`` at start-up repairs it, and until then the answer builder drops
 any hit whose face is not in the database, so an orphan is never served.
+
+Before anything is written, a face that matches another person's at the threshold in force
+is refused as a duplicate identity (an admin may force it). Once a face is in, or gone, the
+score keeper brings the gallery's impostor and genuine scores up to date.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import cv2
@@ -30,8 +34,11 @@ from orchestrator.core.settings import QualitySettings
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.people import NewFace
 from orchestrator.db.tables import GalleryStatePublic, PersonCreate
+from orchestrator.gallery.duplicates import refuse_duplicates
 from orchestrator.gallery.index_sync import is_duplicate, put_vectors
+from orchestrator.gallery.score_keeper import ScoreKeeper
 from orchestrator.pipeline import quality
+from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
 from orchestrator.pipeline.face_pipeline import Analysis, FacePipeline, ModelVersions
 from orchestrator.pipeline.vision.faces import Face
 from orchestrator.runtime import failpoints
@@ -63,12 +70,39 @@ class Enrolment:
         search: SearchClient,
         pipeline: FacePipeline,
         quality_gate: QualitySettings | None = None,
+        *,
+        scores: ScoreKeeper | None = None,
+        threshold_for: Callable[[str], Awaitable[float]] | None = None,
+        match_threshold: float = DEFAULT_MATCH_THRESHOLD,
     ) -> None:
         self.gallery = gallery
         self.search = search
         self.pipeline = pipeline
         self.quality_gate = quality_gate or QualitySettings()
         """What a face must meet to be enrolled (the defaults unless given)."""
+        self.scores = scores
+        """Checks for duplicate identities and keeps the scores; None: neither (tests of other things)."""
+        self.threshold_for = threshold_for or self._fixed_threshold
+        """The match threshold in force for a model version: a face of another person at or above
+        it is a duplicate identity."""
+        self.match_threshold = match_threshold
+
+    async def _fixed_threshold(self, model_version: str) -> float:
+        return self.match_threshold
+
+    async def _refuse_duplicates(
+        self,
+        state: GalleryStatePublic,
+        embeddings: np.ndarray,
+        person_id: int | None,
+        files: Sequence[str] = (),
+    ) -> None:
+        """Refuse faces [n, D] of someone other than ``person_id`` who is enrolled already."""
+        if self.scores is not None:
+            threshold = await self.threshold_for(state.active_model_version)
+            await refuse_duplicates(
+                self.scores, state.active_collection, embeddings, person_id, threshold, files
+            )
 
     def _gate(self, face: Face, analysis: Analysis, check_quality: bool = True) -> None:
         """Refuse a face too small, blurred, turned or uncertain to enrol (an admin may skip it)."""
@@ -84,7 +118,13 @@ class Enrolment:
             )
 
     async def enrol(
-        self, person_id: int, image: bytes, *, pick_largest: bool, check_quality: bool = True
+        self,
+        person_id: int,
+        image: bytes,
+        *,
+        pick_largest: bool,
+        check_quality: bool = True,
+        force: bool = False,
     ) -> dict[str, Any]:
         state = await asyncio.to_thread(self.gallery.state)
         await asyncio.to_thread(self.gallery.get_person, person_id)  # 404 before any work
@@ -94,6 +134,8 @@ class Enrolment:
         face = _only_face(analysis, pick_largest)
         self._gate(face, analysis, check_quality)
         assert face.embedding is not None and face.crop is not None
+        if not force:
+            await self._refuse_duplicates(state, face.embedding[None], person_id)
         png = await asyncio.to_thread(crop_png, face.crop)
         stored = await asyncio.to_thread(
             self.gallery.add_face,
@@ -115,6 +157,10 @@ class Enrolment:
                 # Undo the database row: an acknowledged enrolment must be in both or neither.
                 await asyncio.to_thread(self.gallery.delete_face, stored.face_id)
                 raise UpstreamUnavailable(f"search service: {error}") from error
+        if self.scores is not None:
+            await self.scores.enrolled(
+                state.active_collection, state.active_model_version, [(stored.face_id, face.embedding)]
+            )
         if state.pending_model_version and state.pending_collection:
             await self._dual_write(stored.face_id, face.crop, face.embedding, state)
         await asyncio.to_thread(self.gallery.bump_generation)
@@ -133,15 +179,17 @@ class Enrolment:
         *,
         pick_largest: bool,
         check_quality: bool = True,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Create a person with one face from each of ``images`` ((file name, bytes)): all or nothing.
 
         Every image is analysed before anything is written. The first image (in order) that
         fails (not an image, no face, several without ``pick_largest``, refused by the quality
-        gate) fails the request with the problem its own enrolment would give, its detail
-        naming the file; then nothing is created. The person, the faces and their embeddings
-        go into the database in one transaction, then the vectors into the index; should the
-        index refuse them, the person is deleted again (its faces with it).
+        gate, or unless ``force`` a face of someone already enrolled) fails the request with
+        the problem its own enrolment would give, its detail naming the file; then nothing is
+        created. The person, the faces and their embeddings go into the database in one
+        transaction, then the vectors into the index; should the index refuse them, the person
+        is deleted again (its faces with it).
         """
         if not images:
             raise InvalidRequest("at least one image is needed")
@@ -170,6 +218,9 @@ class Enrolment:
                 raise
             assert face.embedding is not None and face.crop is not None
             faces.append((face, hashlib.sha256(image).hexdigest()))
+        if not force:
+            embeddings = np.stack([face.embedding for face, _ in faces if face.embedding is not None])
+            await self._refuse_duplicates(state, embeddings, None, [name for name, _ in images])
         crops = [face.crop for face, _ in faces if face.crop is not None]
         pngs = await asyncio.to_thread(lambda: [crop_png(crop) for crop in crops])
         stored = [
@@ -192,6 +243,10 @@ class Enrolment:
         except SearchServiceError as error:
             await self._undo_person(created.id, face_ids, state.active_collection)
             raise UpstreamUnavailable(f"search service: {error}") from error
+        if self.scores is not None:
+            await self.scores.enrolled(
+                state.active_collection, state.active_model_version, list(zip(face_ids, vectors, strict=True))
+            )
         if state.pending_model_version and state.pending_collection:
             for (face, _), face_id in zip(faces, face_ids, strict=True):
                 assert face.crop is not None and face.embedding is not None
@@ -234,6 +289,8 @@ class Enrolment:
                 vector = await self.pipeline.embed_crops(crop[None], version)
                 await asyncio.to_thread(self.gallery.add_embeddings, version, [face_id], vector)
             await put_vectors(self.search, collection, [face_id], vector)
+            if self.scores is not None and version != state.active_model_version:
+                await self.scores.enrolled(collection, version, [(face_id, vector[0])])
         except (SearchServiceError, FacerecError) as error:
             # Not fatal: the rollout embeds every face still missing before it switches.
             log.warning("dual write of face %s to version %s failed: %s", face_id, version, error)
@@ -252,6 +309,13 @@ class Enrolment:
                 # The rows are gone, so these hits are already filtered out of answers;
                 # reconciliation at the next start removes them from the index.
                 log.warning("index delete of %d faces from %s failed: %s", len(face_ids), collection, error)
+        if self.scores is not None and face_ids:
+            # Per version: a rebuild's collection holds the same version's faces, scored once.
+            versions = {state.active_model_version: state.active_collection}
+            if state.pending_model_version and state.pending_collection:
+                versions.setdefault(state.pending_model_version, state.pending_collection)
+            for version, collection in versions.items():
+                await self.scores.deleted(collection, version, face_ids)
         await asyncio.to_thread(self.gallery.bump_generation)
 
     async def delete_person(self, person_id: int) -> None:

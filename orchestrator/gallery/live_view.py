@@ -10,25 +10,58 @@ Face owners (the person each face belongs to, with the public fields a match car
 are remembered per gallery generation: deletes and every change of a person bump the
 generation in their own transaction, so once the state shows the new generation every
 owner remembered from before is forgotten.
+
+The calibration of each live model version (its impostor and genuine scores, the threshold in
+force) is read again once the generation has changed, at most every ``recalibrate_s``: the
+first request for a version waits for the read, later ones are answered with the calibration
+at hand while a background task reads the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+from orchestrator.core.settings import MatchSettings
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.keys import hash_key, used_long_ago
 from orchestrator.db.tables import ApiKeyPublic, GalleryStatePublic, PersonSummary
 from orchestrator.db.types import utcnow
+from orchestrator.gallery.calibration import GalleryCalibration, calibrate_gallery
+from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Calibrated:
+    calibration: GalleryCalibration
+    generation: int
+    """The generation seen before its scores were read: a later one may have changed them."""
+    at: float
+    """``time.monotonic()`` when it was read (or last failed to be read again)."""
 
 
 class LiveView:
-    def __init__(self, gallery: Gallery, refresh_s: float) -> None:
+    def __init__(
+        self,
+        gallery: Gallery,
+        refresh_s: float,
+        match: MatchSettings | None = None,
+        shipped_threshold: float = DEFAULT_MATCH_THRESHOLD,
+    ) -> None:
         self.gallery = gallery
         self.refresh_s = refresh_s
+        self.match = match or MatchSettings()
+        self.shipped_threshold = shipped_threshold
+        self._calibrations: dict[str, _Calibrated] = {}
+        """The live versions' calibrations (active, pending); others are read on each ask."""
+        self._calibration_lock = asyncio.Lock()
+        self._recalibrating: dict[str, asyncio.Task[None]] = {}
         self._state: GalleryStatePublic | None = None
         self._state_read_at = 0.0
         self._state_lock = asyncio.Lock()
@@ -119,3 +152,84 @@ class LiveView:
                 if epoch == self._keys_epoch:  # no write here meanwhile that the read may predate
                     self._keys, self._keys_read_at = keys, time.monotonic()
             return keys
+
+    async def calibration(self, model_version: str) -> GalleryCalibration:
+        """The calibration of ``model_version``'s gallery: its scores and the threshold in force.
+
+        A live version's is kept, and read again in the background once the generation has
+        changed and ``recalibrate_s`` has passed since it was read; another version's is read
+        on each call.
+        """
+        state = await self.state()
+        kept = self._calibrations.get(model_version)
+        if kept is None:
+            async with self._calibration_lock:  # one read for every request waiting for it
+                kept = self._calibrations.get(model_version)
+                if kept is None:
+                    kept = await self._calibrate(model_version, state)
+            return kept.calibration
+        if kept.generation != state.generation and self._due(kept):
+            self._recalibrate_later(model_version)
+        return kept.calibration
+
+    async def threshold(self, model_version: str) -> float:
+        """The threshold in force for ``model_version`` (``Enrolment``'s ``threshold_for``)."""
+        return (await self.calibration(model_version)).threshold
+
+    async def recalibrate(self, model_version: str) -> GalleryCalibration:
+        """Read ``model_version``'s scores now, whatever the generation and the time (after a
+        recompute, say, which need not change the generation)."""
+        async with self._calibration_lock:
+            return (await self._calibrate(model_version, await self.state())).calibration
+
+    async def close(self) -> None:
+        """Stop any background recalibration (at shutdown)."""
+        tasks = list(self._recalibrating.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _due(self, kept: _Calibrated) -> bool:
+        return time.monotonic() - kept.at >= self.match.recalibrate_s
+
+    async def _calibrate(self, model_version: str, state: GalleryStatePublic) -> _Calibrated:
+        """Read the scores and calibrate on them (both off the event loop); kept if live."""
+        calibration = await asyncio.to_thread(self._read_calibration, model_version)
+        calibrated = _Calibrated(calibration, state.generation, time.monotonic())
+        live = {state.active_model_version, state.pending_model_version}
+        if model_version in live:
+            kept = {v: c for v, c in self._calibrations.items() if v in live}
+            self._calibrations = {**kept, model_version: calibrated}
+        return calibrated
+
+    def _read_calibration(self, model_version: str) -> GalleryCalibration:
+        impostor, genuine = self.gallery.score_distribution(model_version)
+        calibration = calibrate_gallery(
+            model_version, impostor, genuine, self.match.target_far, self.shipped_threshold
+        )
+        _ = calibration.fingerprint  # hashing every score belongs off the event loop too
+        return calibration
+
+    def _recalibrate_later(self, model_version: str) -> None:
+        running = self._recalibrating.get(model_version)
+        if running is None or running.done():
+            self._recalibrating[model_version] = asyncio.create_task(
+                self._recalibrate(model_version), name=f"recalibrate {model_version}"
+            )
+
+    async def _recalibrate(self, model_version: str) -> None:
+        try:
+            async with self._calibration_lock:
+                state = await self.state()
+                kept = self._calibrations.get(model_version)
+                if kept is None or (kept.generation != state.generation and self._due(kept)):
+                    await self._calibrate(model_version, state)
+        except Exception:
+            log.exception("recalibrating model version %s failed; its calibration stands", model_version)
+            kept = self._calibrations.get(model_version)
+            if kept is not None:  # try again after recalibrate_s, not at the next request
+                self._calibrations[model_version] = _Calibrated(
+                    kept.calibration, kept.generation, time.monotonic()
+                )
+        finally:
+            self._recalibrating.pop(model_version, None)

@@ -3,15 +3,19 @@
 Steps (API.md's states): ``loading`` — the version policy on disk and every Triton serve
 the new version beside the old; ``reembedding`` — every stored aligned crop is embedded by
 the new version into a new search collection while enrolments write to both, then the
-collection is made to agree with the database; ``switching`` — the live (version,
+collection is made to agree with the database and every face's impostor and genuine scores
+are computed for the new version (``gallery/score_keeper.py``), so its calibrated threshold
+switches with it; ``switching`` — the live (version,
 collection) pair changes in one database row, so every orchestrator process flips at its
 next request and no request ever mixes the two; ``draining`` — Triton's queue for the old
 version empties and a grace period passes; the new collection is checked against the
 database once more (an enrolment that began before the switch may commit after it), then
 the old version is unloaded and its collection dropped. A failure before that puts the old
 pair back (``failed``); a finished rollout can be reversed on request (the original
-becomes ``rolled_back``). A ``rebuild`` is the same procedure for the live version into a
-new collection: how a collection that disagrees with the database is repaired under traffic.
+becomes ``rolled_back``). The scores of the version that is no longer live, the old one once
+done or the new one once undone, are dropped. A ``rebuild`` is the same procedure for the
+live version into a new collection: how a collection that disagrees with the database is
+repaired under traffic; the version's scores stay as they are, since its embeddings do.
 
 Each rollout is owned through a lease (see :mod:`orchestrator.db.rollouts`): any replica
 carries on one whose owner died, from the step its database state shows.
@@ -33,7 +37,7 @@ from pathlib import Path
 from orchestrator.clients.search import SearchClient, SearchServiceError
 from orchestrator.clients.triton_control import ModelControl
 from orchestrator.core.errors import Conflict, InvalidRequest
-from orchestrator.core.settings import IndexSettings, RolloutSettings
+from orchestrator.core.settings import IndexSettings, MatchSettings, RolloutSettings
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.rollouts import LeaseLost
 from orchestrator.db.tables import RolloutKind, RolloutPublic
@@ -45,6 +49,7 @@ from orchestrator.gallery.index_sync import (
     repair_in_place,
 )
 from orchestrator.gallery.live_view import LiveView
+from orchestrator.gallery.score_keeper import ScoreKeeper
 from orchestrator.modelrepo.repository import write_version_policy
 from orchestrator.pipeline.face_pipeline import EMBEDDER, FacePipeline
 
@@ -73,6 +78,7 @@ class RolloutRunner:
         repository: Path | None = None,
         *,
         index: IndexSettings | None = None,
+        scores: ScoreKeeper | None = None,
     ) -> None:
         self.gallery = gallery
         self.search = search
@@ -85,6 +91,8 @@ class RolloutRunner:
         """Triton's model repository as seen here; None: Triton's disk is not ours to write."""
         self.spec = (index or IndexSettings()).spec(dim)
         """What every collection made here is (a rollout's, a rebuild's, a missing live one)."""
+        self.scores = scores or ScoreKeeper(gallery, search, MatchSettings().neighbours)
+        """Scores the new version's faces before it switches (its threshold switches with it)."""
         self.owner = process_name()
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -253,6 +261,8 @@ class RolloutRunner:
 
                 await self._update(rid, state="reembedding")
                 await self._fill(rid, new, record.collection)
+                if old != new:  # a rebuild keeps the version, and with it the scores
+                    await self.scores.recompute(record.collection, new)
 
                 await self._update(rid, state="switching")
                 with self.live.writing():
@@ -282,6 +292,8 @@ class RolloutRunner:
             return
         # Past the point of return: the new pair is live and complete; only clean-up is left.
         await self._drop(record.from_collection)
+        if old != new:  # no longer kept up to date; a rollout back recomputes them
+            await self._drop_scores(old)
         with contextlib.suppress(LeaseLost):
             await self._update(rid, state="done", progress=1.0)
             if record.reverses is not None:
@@ -344,6 +356,12 @@ class RolloutRunner:
         except SearchServiceError as error:
             log.warning("could not drop collection %s: %s", collection, error)
 
+    async def _drop_scores(self, version: str) -> None:
+        try:
+            await asyncio.to_thread(self.gallery.drop_face_scores, version)
+        except Exception:
+            log.exception("could not drop the scores of version %s", version)
+
     async def _undo(self, record: RolloutPublic, switched: bool) -> None:
         old = record.from_version
         try:
@@ -357,6 +375,9 @@ class RolloutRunner:
                 await asyncio.sleep(self.live.refresh_s)  # as after the switch: replicas catch up
             # Faces enrolled meanwhile were written to the old pair too; check that none is missing.
             await self._agree(old, record.from_collection)
+            if switched and old != record.to_version:
+                # Faces enrolled since the switch were scored under the new version only.
+                await self.scores.recompute(record.from_collection, old)
         except Exception:
             log.exception("rollback of rollout %s: restoring the live pair failed", record.rollout_id)
         try:
@@ -367,3 +388,5 @@ class RolloutRunner:
                 "rollback of rollout %s: unloading version %s failed", record.rollout_id, record.to_version
             )
         await self._drop(record.collection)
+        if old != record.to_version:
+            await self._drop_scores(record.to_version)

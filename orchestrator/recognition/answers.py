@@ -7,16 +7,19 @@ cached answer and a fresh one are the same JSON.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, SupportsFloat
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.db.tables import PersonSummary
+from orchestrator.gallery.calibration import GalleryCalibration
 from orchestrator.pipeline.vision.faces import Face
 from search_service.schema import Hit
 
 Box = list[float]
+ThresholdSource = Literal["gallery", "shipped", "request"]
 
 
 class Match(BaseModel):
@@ -24,6 +27,13 @@ class Match(BaseModel):
     name: str
     face_id: int
     similarity: float = Field(description="cosine similarity in [-1, 1]")
+    far: float = Field(
+        ge=0,
+        le=1,
+        description="the estimated false-accept rate of this similarity in this gallery: the 95 % upper "
+        "bound of the share of impostor scores at or above it (1 without any), rounded up to two "
+        "significant digits",
+    )
     person: PersonSummary = Field(description="the person's public fields, as when the answer was made")
 
 
@@ -69,6 +79,7 @@ class RecognizeAnswer(ImageRecognition):
                                 "name": "Barack Obama",
                                 "face_id": 3,
                                 "similarity": 0.69,
+                                "far": 0.00012,
                                 "person": {
                                     "id": 1,
                                     "name": "Barack Obama",
@@ -83,10 +94,17 @@ class RecognizeAnswer(ImageRecognition):
                     }
                 ],
                 "model_version": "1",
+                "threshold": 0.4137,
+                "threshold_source": "gallery",
                 "took_ms": 142.5,
                 "cached": False,
             }
         }
+    )
+    threshold: float = Field(description="the similarity at and above which a face matched")
+    threshold_source: ThresholdSource = Field(
+        description="request: the request's `threshold`; gallery: calibrated on this gallery for "
+        "FACEREC_MATCH__TARGET_FAR; shipped: FACEREC_MATCH_THRESHOLD (no target, or too few scores yet)"
     )
     took_ms: float
     cached: bool
@@ -117,26 +135,44 @@ def detected_face(face: Face) -> DetectedFace:
     return DetectedFace(box=_round(face.box), det_score=round(face.det_score, 4), landmarks=points)
 
 
-def person_matches(hits: Sequence[Hit], owners: Mapping[int, PersonSummary], top_k: int) -> list[Match]:
-    """Best face per person, best first; hits whose face is gone from the database are dropped.
+def evidence(far: float) -> float:
+    """A false-accept rate rounded up to two significant digits: still an upper bound."""
+    if far <= 0.0 or far >= 1.0:
+        return min(max(far, 0.0), 1.0)
+    unit = 10.0 ** (math.floor(math.log10(far)) - 1)
+    # The tolerance keeps a rate that is already round (0.012 as 0.01200000001) from going up a step.
+    return min(1.0, float(f"{math.ceil(far / unit - 1e-9) * unit:.2g}"))
+
+
+def person_matches(
+    hits: Sequence[Hit],
+    owners: Mapping[int, PersonSummary],
+    top_k: int,
+    calibration: GalleryCalibration,
+) -> list[Match]:
+    """Best face per person, best first, each with its evidence in ``calibration``'s gallery;
+    hits whose face is gone from the database are dropped.
 
     Dropping unknown ids is what keeps an index entry orphaned by a crash from ever being
     served, before the start-up reconciliation removes it.
     """
-    best: dict[int, Match] = {}
+    best: dict[int, tuple[PersonSummary, float, int]] = {}
     for hit in hits:
         owner = owners.get(hit.id)
-        if owner is None:
-            continue
-        if owner.id not in best:
-            best[owner.id] = Match(
-                person_id=owner.id,
-                name=owner.name,
-                face_id=hit.id,
-                similarity=round(hit.score, 4),
-                person=owner,
-            )
-    return sorted(best.values(), key=lambda m: (-m.similarity, m.person_id))[:top_k]
+        if owner is not None and owner.id not in best:
+            best[owner.id] = (owner, round(hit.score, 4), hit.id)
+    kept = sorted(best.values(), key=lambda found: (-found[1], found[0].id))[:top_k]
+    return [
+        Match(
+            person_id=owner.id,
+            name=owner.name,
+            face_id=face_id,
+            similarity=similarity,
+            far=evidence(calibration.far(similarity)),
+            person=owner,
+        )
+        for owner, similarity, face_id in kept
+    ]
 
 
 def recognized_face(face: Face, matches: list[Match], threshold: float) -> RecognizedFace:

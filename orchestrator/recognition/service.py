@@ -1,16 +1,25 @@
-"""Recognise, verify and detect: the pipeline, batched searches, and the cache."""
+"""Recognise, verify and detect: the pipeline, batched searches, and the cache.
+
+Recognition decides with the threshold in force for the active model version: the
+request's, else the gallery's calibrated one (``LiveView.calibration``); each match carries
+its false-accept rate in that gallery. Verify compares two images, not an image with the
+gallery, so its default stays the shipped pairwise threshold (``FACEREC_MATCH_THRESHOLD``):
+the gallery's is set on each face's *best* impostor score among all of it, a stricter
+measure than one pair's.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
-from typing import Any
 
 import numpy as np
 
 from orchestrator.clients.search import SearchServiceError
 from orchestrator.core.errors import UpstreamUnavailable
+from orchestrator.db.tables import GalleryStatePublic
+from orchestrator.gallery.calibration import GalleryCalibration
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.pipeline.face_pipeline import FacePipeline, ModelVersions
 from orchestrator.recognition.answers import (
@@ -18,6 +27,7 @@ from orchestrator.recognition.answers import (
     ImageRecognition,
     RecognizeAnswer,
     RecognizedFace,
+    ThresholdSource,
     VerifyAnswer,
     detected_face,
     person_matches,
@@ -43,14 +53,15 @@ class Recognition:
         pipeline: FacePipeline,
         cache: RecognitionCache,
         recognition_log: RecognitionLogWriter,
-        threshold: float,
+        pair_threshold: float,
     ) -> None:
         self.live = live
         self.search = search
         self.pipeline = pipeline
         self.cache = cache
         self.recognition_log = recognition_log
-        self.threshold = threshold
+        self.pair_threshold = pair_threshold
+        """Verify's default: the shipped threshold, calibrated on pairs."""
 
     async def recognize(
         self,
@@ -66,24 +77,31 @@ class Recognition:
         image_sha256 = hashlib.sha256(image).hexdigest()
         version = ""
         try:
-            threshold = self.threshold if threshold is None else threshold
             state = await self.live.state()
             version = state.active_model_version
+            calibration = await self.live.calibration(version)
+            source: ThresholdSource = calibration.source if threshold is None else "request"
+            threshold = calibration.threshold if threshold is None else threshold
             params = {
                 "gallery": state.gallery_id,
                 "top_k": top_k,
                 "threshold": threshold,
                 "max_faces": max_faces,
+                # Names the scores every match's evidence rests on: a recalibration retires
+                # the answers made before it, as a new generation does.
+                "calibration": calibration.fingerprint,
             }
             key = self.cache.key(image_sha256, params, version, state.generation)
             found = await self.cache.get(key)
             cached = found is not None
             if found is None:
-                found = await self._recognize(image, state, top_k, threshold, max_faces)
+                found = await self._recognize(image, state, calibration, top_k, threshold, max_faces)
                 await self.cache.set(key, found)
             answer = RecognizeAnswer(
                 faces=found.faces,
                 model_version=found.model_version,
+                threshold=threshold,
+                threshold_source=source,
                 took_ms=round((time.perf_counter() - started) * 1000, 2),
                 cached=cached,
             )
@@ -96,7 +114,13 @@ class Recognition:
         return answer
 
     async def _recognize(
-        self, image: bytes, state: Any, top_k: int, threshold: float, max_faces: int | None
+        self,
+        image: bytes,
+        state: GalleryStatePublic,
+        calibration: GalleryCalibration,
+        top_k: int,
+        threshold: float,
+        max_faces: int | None,
     ) -> ImageRecognition:
         version = state.active_model_version
         analysis = await self.pipeline.analyse(
@@ -112,13 +136,13 @@ class Recognition:
                 raise UpstreamUnavailable(f"search service: {error}") from error
             owners = await self.live.owners([h.id for row in hits for h in row])
             faces = [
-                recognized_face(face, person_matches(row, owners, top_k), threshold)
+                recognized_face(face, person_matches(row, owners, top_k, calibration), threshold)
                 for face, row in zip(analysis.faces, hits, strict=True)
             ]
         return ImageRecognition(faces=faces, model_version=version)
 
     async def verify(self, first: bytes, second: bytes, threshold: float | None) -> VerifyAnswer:
-        threshold = self.threshold if threshold is None else threshold
+        threshold = self.pair_threshold if threshold is None else threshold
         state = await self.live.state()
         versions = ModelVersions(embedder=state.active_model_version)
         similarity = await self.pipeline.compare_largest((first, second), ("file1", "file2"), versions)

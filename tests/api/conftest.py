@@ -32,6 +32,7 @@ from orchestrator.gallery.enrolment import Enrolment
 from orchestrator.gallery.index_sync import Reconciliation
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.gallery.rollout import RolloutRunner
+from orchestrator.gallery.score_keeper import ScoreKeeper
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.recognition.service import Recognition
@@ -140,19 +141,22 @@ def build_resources(settings: Settings, gallery: Gallery, seeded: Seeded) -> Res
     enrolled = Enrolled(seeded.person_id, "Ada Lovelace", seeded.face_id)
     state = gallery.state()
     checksum = checksum_of_ids(gallery.face_ids(state.active_model_version))
+    search = cast(SearchClient, FakeSearch(gallery, settings.embedding_dim))
     return Resources(
         settings=settings,
         gallery=gallery,
         triton=cast(TritonModels, FakeTriton()),
-        search=cast(SearchClient, FakeSearch(gallery, settings.embedding_dim)),
+        search=search,
         # A cache without a URL is the real one, disabled: it answers every get with a miss.
         cache=RecognitionCache(None, ttl_s=settings.api.cache_ttl_s),
         pipeline=cast(FacePipeline, object()),  # no route calls it directly
         recognition=cast(Recognition, FakeRecognition(enrolled, settings.match_threshold)),
         enrolment=cast(Enrolment, FakeEnrolment(gallery, enrolled)),
-        live=LiveView(gallery, settings.api.refresh_s),
+        live=LiveView(gallery, settings.api.refresh_s, settings.match, settings.match_threshold),
         reconciliation=Reconciliation(state.active_collection, checksum, checksum, rebuilt=False),
         rollouts=cast(RolloutRunner, FakeRollouts(gallery)),
+        # Over the fake index: no route here keeps scores (the fake enrolment keeps none).
+        scores=ScoreKeeper(gallery, search, settings.match.neighbours),
     )
 
 

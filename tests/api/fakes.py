@@ -21,7 +21,7 @@ from orchestrator.db.tables import PersonCreate, RolloutPublic
 from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
 from orchestrator.pipeline.vision.decode import decode
 from search_service.checksum import checksum_of_ids
-from search_service.schema import CollectionInfo, Health
+from search_service.schema import CollectionInfo, Health, Hit
 
 BOX = [4.0, 4.0, 28.0, 28.0]
 LANDMARKS_5 = [[10.0, 12.0], [22.0, 12.0], [16.0, 17.0], [11.0, 23.0], [21.0, 23.0]]
@@ -65,9 +65,22 @@ class FakeRecognition:
             "address": None,
             "attributes": {},
         }
-        match = {"person_id": e.person_id, "name": e.name, "face_id": e.face_id, "similarity": 0.8}
+        match = {
+            "person_id": e.person_id,
+            "name": e.name,
+            "face_id": e.face_id,
+            "similarity": 0.8,
+            "far": 0.05,
+        }
         face = {**self._face(), "quality": 0.9, "decision": "match", "matches": [{**match, "person": person}]}
-        return {"faces": [face], "model_version": "1", "took_ms": 1.0, "cached": False}
+        return {
+            "faces": [face],
+            "model_version": "1",
+            "threshold": self.threshold,
+            "threshold_source": "shipped",
+            "took_ms": 1.0,
+            "cached": False,
+        }
 
     async def verify(self, first: bytes, second: bytes, threshold: float | None = None) -> dict[str, Any]:
         decode(first)
@@ -213,6 +226,10 @@ class FakeSearch:
 
     async def delete(self, name: str, ids: Any) -> int:
         return int(np.asarray(ids).size)
+
+    async def search(self, name: str, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """No neighbours: a recompute of the scores (POST /v1/calibration/recompute) finds none."""
+        return [[] for _ in range(len(queries))]
 
     async def aclose(self) -> None:
         return None

@@ -23,13 +23,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.transport.serialization import Binary
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -170,10 +171,23 @@ def served(api: Api) -> Iterator[Seeded]:
         del APP.state.resources
 
 
+def refused_in_the_answer(case: schemathesis.Case) -> list[Any]:
+    """The checks a batch whose only fault is its body cannot pass: a file part "of the wrong type"
+    still goes as bytes, and a batch answers a file that is not an image with its problem in
+    its place, in a 200 (the whole batch is refused only when its form is: too many files, none)."""
+    meta = case.meta
+    if case.path != "/v1/recognize/batch" or meta is None or not meta.is_negative_at(ParameterLocation.BODY):
+        return []
+    others = (ParameterLocation.QUERY, ParameterLocation.PATH, ParameterLocation.HEADER)
+    return [] if any(meta.is_negative_at(location) for location in others) else [negative_data_rejection]
+
+
 @spec.parametrize()
 @fuzz(examples=50)
 def test_an_admin_gets_only_what_the_spec_says(served: Seeded, case: schemathesis.Case) -> None:
-    case.call_and_validate(headers={"X-API-Key": served.admin_key})
+    case.call_and_validate(
+        headers={"X-API-Key": served.admin_key}, excluded_checks=refused_in_the_answer(case)
+    )
 
 
 @spec.parametrize()

@@ -28,7 +28,7 @@ ANSWER = ImageRecognition(
             landmarks=[[40.5, 70.0], [90.5, 70.0], [65.0, 95.0], [45.0, 120.0], [85.0, 120.0]],
             quality=0.91,
             decision="match",
-            matches=[Match(person_id=1, name="Ann", face_id=7, similarity=0.62, person=ANN)],
+            matches=[Match(person_id=1, name="Ann", face_id=7, similarity=0.62, far=0.0012, person=ANN)],
         )
     ],
     model_version="1",
@@ -36,7 +36,7 @@ ANSWER = ImageRecognition(
 STORED = (
     '{"faces":[{"box":[10.0,20.0,130.0,160.0],"decision":"match","det_score":0.9987,'
     '"landmarks":[[40.5,70.0],[90.5,70.0],[65.0,95.0],[45.0,120.0],[85.0,120.0]],'
-    '"matches":[{"face_id":7,"name":"Ann","person":{"address":null,"age":null,"attributes":{},'
+    '"matches":[{"face_id":7,"far":0.0012,"name":"Ann","person":{"address":null,"age":null,"attributes":{},'
     '"external_id":null,"gender":null,"id":1,"name":"Ann"},"person_id":1,"similarity":0.62}],'
     '"quality":0.91}],'
     '"model_version":"1"}'

@@ -27,6 +27,7 @@ TABLES = {
     "person",
     "face",
     "face_embedding",
+    "face_score",
     "api_key",
     "recognition_log",
     "recognition_match",

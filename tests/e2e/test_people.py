@@ -168,6 +168,7 @@ def test_an_import_killed_half_way_is_finished_by_running_it_again(
     command = [
         sys.executable, "-m", "orchestrator.cli", "import", str(path), "--images", str(images),
         "--url", stack.url, "--errors", str(errors), "--jobs", "4",
+        "--force",  # 200 "people" from 8 photos of two men: duplicates on purpose
     ]  # fmt: skip
     env = {**os.environ, "FACEREC_API_KEY": ADMIN_KEY, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

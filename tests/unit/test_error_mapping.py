@@ -13,6 +13,7 @@ from orchestrator.api.problems import RequestTooLarge, problem_of, problem_type
 from orchestrator.core import errors
 from orchestrator.core.errors import (
     Conflict,
+    DuplicateIdentity,
     FaceCountError,
     FacerecError,
     Forbidden,
@@ -31,11 +32,16 @@ pytestmark = pytest.mark.unit
 
 BASE = "https://facerec.dev/problems/"
 
+ADA = {"id": 3, "name": "Ada", "external_id": None, "age": None, "gender": None, "address": None,
+       "attributes": {}}  # fmt: skip
+
 # error, status, title, slug, headers
 CASES: list[tuple[FacerecError, int, str, str, dict[str, str]]] = [
     (FacerecError("boom"), 500, "Internal error", "internal", {}),
     (NotFound("person 3 does not exist"), 404, "Not found", "not-found", {}),
     (Conflict("a person with external_id 'x' exists"), 409, "Conflict", "conflict", {}),
+    (DuplicateIdentity("the face matches 'Ada' (person 3)", ADA, 0.91), 409,
+     "Duplicate identity", "duplicate-identity", {}),
     (InvalidRequest("17 images sent"), 422, "Invalid request", "invalid-request", {}),
     (Unauthorized(), 401, "Unauthorized", "unauthorized", {"www-authenticate": "X-API-Key"}),
     (Unauthorized("the API key is unknown or revoked"), 401, "Unauthorized", "unauthorized",
@@ -149,3 +155,9 @@ def test_a_quality_refusal_carries_each_reason_measured() -> None:
         ]
     }
     assert problem_type(FaceCountError("none")).members(FaceCountError("none")) == {}
+
+
+def test_a_duplicate_identity_carries_the_person_it_matches() -> None:
+    error = DuplicateIdentity("the face matches 'Ada' (person 3) at similarity 0.910", ADA, 0.91)
+    assert isinstance(error, Conflict)
+    assert problem_type(error).members(error) == {"person": ADA, "similarity": 0.91}

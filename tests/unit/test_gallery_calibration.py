@@ -12,6 +12,7 @@ from orchestrator.gallery.calibration import (
     calibrate_gallery,
     far_upper_bound,
     histogram,
+    regularized_beta,
     scores_needed,
 )
 
@@ -22,9 +23,7 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
 
 
-@pytest.mark.parametrize(
-    ("k", "n"), [(0, 10), (0, 100), (1, 100), (5, 100), (10, 1000), (50, 400)]
-)
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (0, 100), (1, 100), (5, 100), (10, 1000), (50, 400)])
 def test_the_bound_is_where_seeing_so_few_becomes_unlikely(k: int, n: int) -> None:
     bound = far_upper_bound(k, n)
     assert bound > k / n
@@ -74,3 +73,23 @@ def test_histogram_counts_every_score_in_equal_bins() -> None:
     drawn = histogram(impostor, bins=20)
     assert len(drawn.edges) == 21 and drawn.edges[0] == -1.0 and drawn.edges[-1] == 1.0
     assert sum(drawn.counts) == impostor.size
+
+
+@pytest.mark.parametrize(("k", "n"), [(1, 10**6), (10, 10**6), (5000, 10**4), (9999, 10**4), (3, 7)])
+def test_the_bound_is_found_from_above_in_large_galleries_too(k: int, n: int) -> None:
+    bound = far_upper_bound(k, n)
+    at_most_k = regularized_beta(n - k, k + 1, 1.0 - bound)  # P(X ≤ k; n, bound)
+    assert at_most_k == pytest.approx(1 - CONFIDENCE, rel=1e-4)
+    assert at_most_k <= 1 - CONFIDENCE  # at or above the root: still an upper bound
+
+
+def test_the_fingerprint_names_the_scores_and_the_threshold() -> None:
+    impostor, genuine = scores()
+    one = calibrate_gallery("1", impostor, genuine, 0.01, 0.38)
+    assert one.fingerprint == calibrate_gallery("1", impostor[::-1], genuine[:10], 0.01, 0.38).fingerprint
+    moved = impostor.copy()
+    moved[0] += 1e-9
+    assert calibrate_gallery("1", moved, genuine, 0.01, 0.38).fingerprint != one.fingerprint
+    shipped = calibrate_gallery("1", impostor, genuine, None, 0.38)
+    assert shipped.fingerprint != one.fingerprint  # the same scores, another threshold
+    assert one.far(0.3) == one.far(0.3) == far_upper_bound(one.exceeding(0.3), impostor.size)

@@ -206,3 +206,30 @@ def test_the_command_says_why_it_stopped(
     assert "run it again" in capsys.readouterr().err
     monkeypatch.delenv("FACEREC_API_KEY", raising=False)
     assert main(argv[:-2]) == 2
+
+
+def test_a_photo_of_someone_enrolled_already_fails_its_row_unless_forced(
+    tmp_path: Path, images: Path
+) -> None:
+    """A 409 duplicate identity is a failure, not a row done; --force sends force=true."""
+    rows = read_rows(people_csv(tmp_path, "P1,Ann,,,,a.jpg", "P2,Twin,,,,b.jpg"), images)[1]
+    sent: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(dict(request.url.params))
+        if b"b.jpg" in request.read() and request.url.params.get("force") != "true":
+            problem = {
+                "type": "https://facerec.dev/problems/duplicate-identity",
+                "status": 409,
+                "detail": "file 1 ('b.jpg'): the face matches 'Ann' (person 1) at similarity 0.930",
+            }
+            return httpx.Response(409, json=problem)
+        return httpx.Response(201, json={"id": 1})
+
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://api") as http:
+        report = run(Importer(http), rows, jobs=1, console=quiet())
+        assert (report.counts["imported"], report.counts["present"], report.counts["failed"]) == (1, 0, 1)
+        assert "matches 'Ann'" in report.failures[0][1]
+        forced = run(Importer(http, force=True), rows, jobs=1, console=quiet())
+    assert forced.counts["imported"] == 2
+    assert sent[-1] == {"force": "true"} and sent[0] == {}

@@ -38,6 +38,14 @@ QualityGate = Annotated[
     Literal["on", "off"],
     Query(description="off: enrol each face even if it is too small, blurred, turned or uncertain"),
 ]
+Force = Annotated[
+    bool,
+    Query(description="true: enrol a face even if it matches a person other than the one it is enrolled to"),
+]
+DUPLICATE = (
+    "the face matches an enrolled face of another person at the threshold in force (type "
+    "duplicate-identity, with that `person` and the `similarity`; force=true enrols it anyway)"
+)
 NameFilter = Annotated[
     str | None,
     Query(max_length=NAME_MAX, pattern=NO_NUL, description="the name contains it, in any case"),
@@ -64,7 +72,7 @@ AgeBound = Annotated[int | None, Query(ge=0, le=AGE_MAX, description="inclusive"
         409,
         *IMAGE_UPLOAD,
         why={
-            **TAKEN,
+            409: f"{TAKEN[409]}; or {DUPLICATE} (the detail names the file)",
             422: "the request does not validate; or a photo has no face, several without "
             "pick=largest, or one that fails the quality gate (type face-quality, with `reasons`; "
             "quality=off skips it): the detail names the file",
@@ -78,12 +86,14 @@ async def create_person(
     admission: AdmissionDep,
     pick: Pick = None,
     quality: QualityGate = "on",
+    force: Force = False,
 ) -> Any:
     """A person from JSON; or, as multipart/form-data, a person with its photos in one call.
 
     The form enrols one face from each photo, all or nothing: a photo that fails (not an
-    image, no face, several faces without pick=largest, the quality gate) fails the request
-    with the problem its own enrolment would give, naming the file, and nothing is created.
+    image, no face, several faces without pick=largest, the quality gate, a face of someone
+    enrolled already unless force=true) fails the request with the problem its own enrolment
+    would give, naming the file, and nothing is created.
     """
     if not is_form(request.headers.get("content-type")):
         created = await asyncio.to_thread(resources.gallery.create_person, await read_json(request))
@@ -92,7 +102,7 @@ async def create_person(
     async with admission.more(len(photos) - 1):  # the door took one for the request
         with resources.live.writing():
             return await resources.enrolment.enrol_person(
-                person, photos, pick_largest=pick == "largest", check_quality=quality == "on"
+                person, photos, pick_largest=pick == "largest", check_quality=quality == "on", force=force
             )
 
 
@@ -151,11 +161,13 @@ async def delete_person(person_id: RowId, resources: ResourcesDep) -> Response:
     response_model=EnrolledFace,
     responses=problems(
         404,
+        409,
         *IMAGE_UPLOAD,
         why={
+            409: DUPLICATE,
             422: "no face, or several faces without pick=largest; or the face fails the quality gate "
             "(type face-quality: `reasons` gives each criterion failed, its measured value and "
-            "threshold; quality=off skips the gate); or the request does not validate"
+            "threshold; quality=off skips the gate); or the request does not validate",
         },
     ),
 )
@@ -165,11 +177,12 @@ async def enrol_face(
     resources: ResourcesDep,
     pick: Pick = None,
     quality: QualityGate = "on",
+    force: Force = False,
 ) -> Any:
     image = await file.read()
     with resources.live.writing():
         return await resources.enrolment.enrol(
-            person_id, image, pick_largest=pick == "largest", check_quality=quality == "on"
+            person_id, image, pick_largest=pick == "largest", check_quality=quality == "on", force=force
         )
 
 
