@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from orchestrator.cli.calibration_plot import plot, plotting_available
 from orchestrator.cli.common import settings_from
 
 RECOMPUTE_TIMEOUT_S = 3600.0
@@ -37,54 +37,9 @@ def describe(calibration: dict[str, Any]) -> str:
     )
 
 
-def plot(calibration: dict[str, Any], path: Path) -> None:
-    """Both histograms, each as shares of its own scores, and the threshold line, to ``path``."""
-    from matplotlib.figure import Figure  # the `plot` extra; checked before the API is called
-
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
-    axes = figure.add_subplot()
-    for kind, colour in (("impostor", "tab:red"), ("genuine", "tab:green")):
-        scores = calibration[kind]
-        counts, edges = scores["histogram"]["counts"], scores["histogram"]["edges"]
-        total = max(1, scores["count"])
-        axes.stairs(
-            [c / total for c in counts],
-            edges,
-            fill=True,
-            alpha=0.45,
-            color=colour,
-            label=f"{kind} ({scores['count']})",
-        )
-    threshold = calibration["threshold"]
-    axes.axvline(threshold, color="black", label=f"threshold {threshold:.4f} ({calibration['source']})")
-    if calibration["source"] != "shipped":
-        axes.axvline(
-            calibration["shipped_threshold"], color="grey", linestyle="--", label="shipped threshold"
-        )
-    axes.set_xlim(-1.0, 1.0)
-    axes.set_xlabel("cosine similarity")
-    axes.set_ylabel("share of the faces' scores")
-    target = calibration["target_far"]
-    axes.set_title(
-        f"model version {calibration['model_version']}: "
-        + ("" if target is None else f"target FAR {target:g}, ")
-        + f"estimated FAR ≤ {calibration['estimated_far']:.3g}"
-    )
-    axes.legend(loc="upper left")
-    figure.savefig(path, dpi=120)
-
-
-def _plotting_available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Print (and with ``--plot`` draw) the calibration; ``--recompute`` searches every face again first."""
-    if args.plot and not _plotting_available():
+    if args.plot and not plotting_available():
         print("facerec calibrate --plot needs matplotlib: pip install 'facerec[plot]'", file=sys.stderr)
         return 2
     if not args.api_key:

@@ -192,6 +192,8 @@ def third_party_imports(package: str) -> dict[str, Path]:
         # installs; without it the command says how to install it.
         ROOT / "orchestrator" / "modelrepo" / "iresnet.py",
         ROOT / "orchestrator" / "modelrepo" / "pth.py",
+        # `facerec calibrate --plot`: matplotlib is the optional `plot` extra, likewise.
+        ROOT / "orchestrator" / "cli" / "calibration_plot.py",
     }
     first_party = {"orchestrator", "search_service"}
     found: dict[str, Path] = {}
