@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
 from orchestrator.clients.search import SearchClient
-from orchestrator.db import Gallery, default_database_url, make_engine, migrate
+from orchestrator.db import Gallery
 from orchestrator.db.face_scores import SCORES, FaceScoreRow
 from orchestrator.db.tables import PersonCreate
 from orchestrator.gallery.score_keeper import ScoreKeeper
 from search_service.schema import CollectionSpec
-from tests.support.processes import SearchServiceProcess
+from tests.integration import test_rollout_lease as lease
 
 pytestmark = pytest.mark.integration
 
@@ -38,24 +36,8 @@ def unit(vector: np.ndarray) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def search_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchServiceProcess]:
-    with SearchServiceProcess(tmp_path_factory.mktemp("scores") / "search") as process:
-        yield process
-
-
-@pytest.fixture
-async def search(search_process: SearchServiceProcess) -> AsyncIterator[SearchClient]:
-    async with SearchClient([search_process.url], token=search_process.token) as client:
-        yield client
-
-
-@pytest.fixture
-def gallery(tmp_path: Path) -> Iterator[Gallery]:
-    engine = make_engine(default_database_url(tmp_path))
-    migrate(engine)
-    yield Gallery(engine)
-    engine.dispose()
+# The lease tests' fixtures: a search service of this module's own, and a SQLite gallery.
+search_process, search, gallery = lease.search_process, lease.search, lease.gallery
 
 
 @pytest.fixture
