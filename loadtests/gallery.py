@@ -44,9 +44,7 @@ def ensure_gallery(base_url: str, admin_key: str, photos: Path, timeout_s: float
                     response = client.post(
                         f"/v1/people/{person_id}/faces",
                         files={"file": (name, data, "image/jpeg")},
-                        # force: the load gallery's own records, made on purpose beside any
-                        # a stack already holds of the same people (a test's own gallery).
-                        params={"pick": "largest", "force": "true"},
+                        params={"pick": "largest"},
                     )
                     response.raise_for_status()
             ids[person.name] = person_id
