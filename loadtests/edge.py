@@ -3,7 +3,8 @@
     python -m loadtests.edge
 
 Starts Triton, the search service and the orchestrator on free loopback ports (no cache,
-the default 25 MiB body limit, admission limit ``--limit``), enrols the gallery, then:
+the default 25 MiB body limit, admission limit ``--limit``, by default the service's),
+enrols the gallery, then:
 
 1. ``--clients`` (256) clients, each with its own connection made before the clock
    starts, post a ~100 KB JPEG (obama3.jpg, scaled) to /v1/recognize for ``--seconds``
@@ -15,11 +16,13 @@ the default 25 MiB body limit, admission limit ``--limit``), enrols the gallery,
 The clients of a phase are spread over ``--processes`` (4) load generator processes, each
 running its share of every group's clients (64 of the 256) in an event loop and a session
 (so a scheduler autogroup) of its own: one loop for all of them ran late by 100-200 ms at
-p99, which the clients counted as latency. Each connects its clients, then all start
-together in the window the parent sends; the parent merges what they got. In both phases,
-an observer (a process of its own: 4 raw HTTP/1.1 connections sending the keyed request one
-at a time, 50 ms apart) measures what the server does apart from the load generators' own
-queueing (printed: how late the worst of their event loops ran).
+p99, which the clients counted as latency. Every client is a raw HTTP/1.1 connection on a
+plain socket (``edge_clients.RawConnection``; httpx clients took a core between them).
+Each generator connects its clients, then all start together in the window the parent
+sends; the parent merges what they got. In both phases, an observer (a process of its own:
+4 connections sending the keyed request one at a time, 50 ms apart) measures what the
+server does apart from the load generators' own queueing (printed: how late the worst of
+their event loops ran).
 
 Printed: counts and p50/p99 per status (503s split by who refused; phase 1 also from 3 s
 on, past the first wave), timeouts and other errors, throughput, the targets (503 p99 <
@@ -37,7 +40,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection
@@ -51,6 +54,7 @@ from loadtests.gallery import ensure_gallery
 from loadtests.memory import rss_bytes
 from loadtests.multipart import multipart
 from loadtests.stack import ADMIN_KEY, Stack, cpu_repository
+from orchestrator.core.settings import ApiSettings
 from orchestrator.modelrepo.fetch import fetch_models
 from tests.support import augment
 from tests.support.photos import fetch_photos
@@ -71,21 +75,13 @@ def probe_jpeg(photos: Path, target_bytes: int) -> bytes:
 
 def recognize_traffic(jpeg: bytes, pause: float | None) -> Traffic:
     body, content_type = multipart("file", "probe.jpg", jpeg)
-    headers = {"X-API-Key": ADMIN_KEY, "content-type": content_type}
-    return Traffic(headers, lambda: body, PROBE[1], pause)
+    return Traffic({"X-API-Key": ADMIN_KEY, "content-type": content_type}, body, PROBE[1], pause)
 
 
 def flood_traffic(megabytes: float) -> Traffic:
     """No key, a body of ``megabytes``: sent whole, whatever the server answers meanwhile."""
     big, content_type = multipart("file", "big.jpg", b"\xff\xd8\xff" + bytes(int(megabytes * 1e6)))
-    chunk = 1 << 20
-
-    async def body() -> AsyncIterator[bytes]:
-        view = memoryview(big)
-        for at in range(0, len(big), chunk):
-            yield bytes(view[at : at + chunk])
-
-    return Traffic({"content-type": content_type, "content-length": str(len(big))}, body)
+    return Traffic({"content-type": content_type}, big)
 
 
 @dataclass
@@ -231,7 +227,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--ramp", type=float, default=1.0, help="clients start within this many seconds")
-    parser.add_argument("--limit", type=int, default=64, help="FACEREC_API__MAX_CONCURRENT_IMAGES")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=ApiSettings().max_concurrent_images,
+        help="FACEREC_API__MAX_CONCURRENT_IMAGES (default: the service's)",
+    )
     parser.add_argument("--jpeg-kb", type=float, default=100.0)
     parser.add_argument("--pause", type=float, default=None, help="seconds after a 503 (default Retry-After)")
     parser.add_argument("--flood-clients", type=int, default=64)
@@ -267,7 +268,7 @@ def main() -> None:
             f"{args.limit}, {args.seconds:.0f} s (clients start within {args.ramp:.0f} s; after a 503 "
             f"each waits {pause} ±50 %)"
         )
-        overload = Phase([(Group(f"{args.clients} clients (httpx)"), keyed, args.clients)])
+        overload = Phase([(Group(f"{args.clients} clients"), keyed, args.clients)])
         asyncio.run(run_phase(stack, args, overload))
         print("\n".join(report_overload(overload, args.limit, args.seconds, args.ramp)))
         print(
@@ -276,7 +277,7 @@ def main() -> None:
         )
         flood = Phase(
             [
-                (Group(f"{args.keyed_clients} keyed clients (httpx)"), keyed, args.keyed_clients),
+                (Group(f"{args.keyed_clients} keyed clients"), keyed, args.keyed_clients),
                 (
                     Group(f"{args.flood_clients} clients without a key"),
                     partial(flood_traffic, args.flood_mb),

@@ -8,15 +8,15 @@ import json
 import os
 import random
 import resource
-import ssl
+import socket
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
-import httpx
 import numpy as np
 
 PROBLEM_JSON = "application/problem+json"
@@ -86,17 +86,30 @@ class Traffic:
     """What one kind of client sends, and how it behaves after a 503."""
 
     headers: dict[str, str]
-    body: Callable[[], bytes | AsyncIterator[bytes]]
+    body: bytes
     expected: str | None = None
     """The person a 200 must name first."""
     pause: float | None = None
     """Seconds to wait after a 503 (±50 % jitter); None: its Retry-After."""
 
 
-def refused_by(response: httpx.Response) -> str:
+@dataclass(frozen=True)
+class Reply:
+    """An answer as the clients need it."""
+
+    status: int
+    headers: dict[str, str]
+    """Lower-case names."""
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def refused_by(reply: Reply) -> str:
     """Who answered a 503, from its problem's detail."""
     try:
-        detail = str(response.json().get("detail", ""))
+        detail = str(reply.json().get("detail", ""))
     except ValueError:
         return "not problem+json"
     if "images in flight" in detail:
@@ -106,49 +119,140 @@ def refused_by(response: httpx.Response) -> str:
     return "upstream"
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection on a plain socket, for requests whose bytes are made
+    once: sent from a memoryview (a 20 MB body is not copied), the answer's status line and
+    few headers parsed by hand. About 0.1 ms of CPU an answer where an httpx client spent
+    ~1.5 ms (and a streamed upload more per chunk), so 64 of them in one loop measure the
+    server, not their own queue. After a failed upload it still reads the answer: the server
+    closes the connection on a large refused body."""
+
+    IDLE_S = 4.0
+    """Reconnect after this long idle: the server's keep-alive closes at 5 s, and a request
+    racing that close would fail for the client's sake, not the server's."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.sock: socket.socket | None = None
+        self.received = bytearray()
+        self.used = 0.0
+
+    async def connect(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, self.address)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock, self.used = sock, time.monotonic()
+        self.received.clear()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    async def send(self, request: bytes) -> Reply:
+        if self.sock is None or time.monotonic() - self.used > self.IDLE_S:
+            self.close()
+            await self.connect()
+        assert self.sock is not None
+        loop = asyncio.get_running_loop()
+        try:
+            # Answered and closed before the whole body went, the answer may still be there.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await loop.sock_sendall(self.sock, memoryview(request))
+            head = await self._until(b"\r\n\r\n")
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines:
+                if line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            body = await self._exactly(int(headers.get("content-length", 0)))
+        except BaseException:
+            self.close()  # a half-read answer leaves the connection unusable
+            raise
+        self.used = time.monotonic()
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return Reply(int(status_line.split(" ", 2)[1]), headers, body)
+
+    async def _more(self) -> None:
+        assert self.sock is not None
+        chunk = await asyncio.get_running_loop().sock_recv(self.sock, 1 << 16)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self.received += chunk
+
+    async def _until(self, end: bytes) -> bytes:
+        while (at := self.received.find(end)) < 0:
+            await self._more()
+        head = bytes(self.received[:at])
+        del self.received[: at + len(end)]
+        return head
+
+    async def _exactly(self, n: int) -> bytes:
+        while len(self.received) < n:
+            await self._more()
+        body = bytes(self.received[:n])
+        del self.received[:n]
+        return body
+
+
+class RawClient:
+    """A :class:`RawConnection` sending one request (its bytes), giving up after ``timeout``."""
+
+    def __init__(self, url: str, request: bytes, timeout: float) -> None:
+        self.connection = RawConnection(url)
+        self.request = request
+        self.timeout = timeout
+
+    async def send(self) -> Reply:
+        async with asyncio.timeout(self.timeout):
+            return await self.connection.send(self.request)
+
+
 async def client_loop(
-    client: httpx.AsyncClient, traffic: Traffic, group: Group, start_in: float, deadline: float
+    client: RawClient, traffic: Traffic, group: Group, start_in: float, deadline: float
 ) -> None:
     """One client on its own connection: send, wait for the answer, send again, until the deadline."""
     await asyncio.sleep(start_in)
     while time.monotonic() < deadline:
-        request = client.build_request(
-            "POST", "/v1/recognize", content=traffic.body(), headers=traffic.headers
-        )
         started = time.perf_counter()
         try:
-            response = await client.send(request)
-        except httpx.TimeoutException:
+            reply = await client.send()
+        except TimeoutError:
             group.timeouts += 1
             continue
-        except httpx.HTTPError as error:
+        except OSError as error:
             group.errors[type(error).__name__] += 1
             await asyncio.sleep(0.1)
             continue
         elapsed = time.perf_counter() - started
-        group.latencies[response.status_code].append(elapsed)
+        group.latencies[reply.status].append(elapsed)
         if time.monotonic() - elapsed >= group.steady_from:
-            group.steady[response.status_code].append(elapsed)
-        if response.status_code >= 400 and not response.headers.get("content-type", "").startswith(
-            PROBLEM_JSON
-        ):
+            group.steady[reply.status].append(elapsed)
+        if reply.status >= 400 and not reply.headers.get("content-type", "").startswith(PROBLEM_JSON):
             group.not_problems += 1
-        if response.status_code == 200 and traffic.expected is not None:
-            faces = response.json()["faces"]
+        if reply.status == 200 and traffic.expected is not None:
+            faces = reply.json()["faces"]
             if not faces or not faces[0]["matches"] or faces[0]["matches"][0]["name"] != traffic.expected:
                 group.wrong += 1
-        if response.status_code == 503:
-            group.shed_by[refused_by(response)].append(elapsed)
-            pause = float(response.headers.get("retry-after", 1)) if traffic.pause is None else traffic.pause
+        if reply.status == 503:
+            group.shed_by[refused_by(reply)].append(elapsed)
+            pause = float(reply.headers.get("retry-after", 1)) if traffic.pause is None else traffic.pause
             # Jittered, as clients that back off should: the same pause for all would send
             # every refused client back in one wave.
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
 
 
 def raw_request(url: str, traffic: Traffic) -> bytes:
-    """The traffic's request as HTTP/1.1 bytes (its body must be bytes)."""
-    body = traffic.body()
-    assert isinstance(body, bytes)
+    """The traffic's request as HTTP/1.1 bytes."""
+    body = traffic.body
     host = url.removeprefix("http://")
     head = "".join(f"{name}: {value}\r\n" for name, value in traffic.headers.items())
     start = f"POST /v1/recognize HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len(body)}\r\n"
@@ -156,31 +260,20 @@ def raw_request(url: str, traffic: Traffic) -> bytes:
 
 
 async def observe(url: str, request: bytes, group: Group, deadline: float, interval: float) -> None:
-    """One request at a time in raw HTTP/1.1 on asyncio streams, ``interval`` apart.
+    """One request at a time on a :class:`RawConnection`, ``interval`` apart.
 
-    Run in a process of its own (:func:`observed`): an httpx client costs ~1.5 ms of CPU
-    per request, and 256 of them answered in a burst queue behind each other in their
-    event loop, which counts as latency. This one costs a few ms of CPU a second and
-    shares no loop, so what it sees is what the server did.
+    Run in a process of its own (:func:`observed`), sharing no loop with the clients: what it
+    sees is what the server did.
     """
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    connection = RawConnection(url)
     try:
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            writer.write(request)
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            status = int(lines[0].split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-            group.latencies[status].append(time.perf_counter() - started)
+            reply = await connection.send(request)
+            group.latencies[reply.status].append(time.perf_counter() - started)
             await asyncio.sleep(interval)
     finally:
-        writer.close()
+        connection.close()
 
 
 OBSERVERS = 4
@@ -222,8 +315,8 @@ def cpu_seconds() -> float:
 
 
 Share = tuple[str, Callable[[], Traffic], int]
-"""A group's name, what its clients send (built in the load generator: a streamed body does not
-pickle) and how many of its clients one load generator runs."""
+"""A group's name, what its clients send (built in the load generator, so that a 20 MB body is
+not pickled to each) and how many of its clients one load generator runs."""
 
 
 def generate_load(
@@ -242,25 +335,19 @@ def generate_load(
 async def generate(
     url: str, shares: list[Share], request_timeout: float, ramp: float, parent: Connection
 ) -> tuple[list[Group], list[float], float]:
-    """Each simulated client has an ``AsyncClient`` of its own with one connection: httpx's
-    pool does work in proportion to its connections on every request, which at 256 would
-    make the load generator the bottleneck. They share one TLS context (building one per
-    client costs ~30 ms of CPU), and are all made and connected before the clock starts:
-    256 connects at once take the load generator half a second (anyio resolves each
-    address in a thread), which would count as the first requests' latency. They drop an
-    idle connection before the server's 5 s keep-alive does, so no request races that close.
+    """Each simulated client has a :class:`RawClient` of its own. All are made and connected
+    before the clock starts: 256 connects at once take the load generator half a second,
+    which would count as the first requests' latency. They drop an idle connection before
+    the server's keep-alive does, so no request races that close.
     """
-    tls = ssl.create_default_context()
-    limits = httpx.Limits(max_connections=1, keepalive_expiry=4.0)
     groups = [Group(name) for name, _, _ in shares]
-    async with contextlib.AsyncExitStack() as opened:
-        loops = []
-        for group, (_, traffic_of, clients) in zip(groups, shares, strict=True):
-            traffic = traffic_of()
-            for _ in range(clients):
-                client = httpx.AsyncClient(base_url=url, timeout=request_timeout, limits=limits, verify=tls)
-                loops.append((await opened.enter_async_context(client), traffic, group))
-        await asyncio.gather(*(client.get("/health/live") for client, _, _ in loops))
+    loops: list[tuple[RawClient, Traffic, Group]] = []
+    for group, (_, traffic_of, clients) in zip(groups, shares, strict=True):
+        traffic = traffic_of()
+        request = raw_request(url, traffic)  # one copy of a 20 MB body for all the group's clients
+        loops += [(RawClient(url, request, request_timeout), traffic, group) for _ in range(clients)]
+    try:
+        await asyncio.gather(*(client.connection.connect() for client, _, _ in loops))
         parent.send("connected")
         start, deadline, steady_from = await asyncio.to_thread(parent.recv)
         for group in groups:
@@ -277,6 +364,9 @@ async def generate(
             ),
         )
         return groups, lags, cpu_seconds() - cpu
+    finally:
+        for client, _, _ in loops:
+            client.connection.close()
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from orchestrator.api import person_body, problems, responses
 from orchestrator.api.admission import Admission
 from orchestrator.api.door import Door
+from orchestrator.api.in_flight import InFlightShare, InFlightSlots
 from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from orchestrator.api.request_context import RequestContext
 from orchestrator.api.routes import (
@@ -89,8 +90,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Only its hash is stored; the plaintext goes to an owner-only file, not the log.
             hand_over_first_admin_key(settings.data_dir, created)
 
-        triton = TritonModels(settings.triton_grpc_url, settings.triton.timeout_s)
-        stack.push_async_callback(triton.close)
         token = settings.search_token.get_secret_value() if settings.search_token else None
         search = SearchClient(settings.search_service_urls, token=token)
         stack.push_async_callback(search.aclose)
@@ -102,6 +101,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # spins (sched_yield) against them and Triton for the same cores.
         cv2.setNumThreads(1)
         stack.callback(executor.shutdown, wait=False, cancel_futures=True)
+        triton = TritonModels(settings.triton_grpc_url, settings.triton.timeout_s, executor)
+        stack.push_async_callback(triton.close)
 
         budget = PixelBudget(settings.api.pixel_budget_bytes)
         app.state.metrics.pixel_bytes.set_function(lambda: budget.in_use)
@@ -170,7 +171,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, in_flight: InFlightShare | None = None) -> FastAPI:
+    """The app; ``in_flight``: it is one of several workers on a port, sharing its admission limit."""
     app = FastAPI(
         title="facerec",
         version="0.1.0",
@@ -179,7 +181,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
-    app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics)
+    slots = InFlightSlots(in_flight) if in_flight else None
+    app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics, slots)
     problems.install(app)
     responses.install(app, request_models=person_body.REQUEST_MODELS)
     # Each router declares its path prefix and the role it needs.

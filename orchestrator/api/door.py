@@ -7,7 +7,7 @@ limit) first. This pure ASGI middleware finds the route itself, checks the key i
 declares with the same dependency functions (so the same 401 and 403), and for a route
 that analyses images takes one image from :class:`~orchestrator.api.admission.Admission`.
 A refusal is answered at once, without one body byte read; the server discards the rest
-of the upload as it arrives.
+of a small upload as it arrives, and closes the connection on a large one.
 
 The routers keep their key dependencies: they declare the security in OpenAPI and hand a
 route its key, which the door leaves in the scope so that it is not checked twice.
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api.admission import Admission
 from orchestrator.api.deps import CHECKED_KEY, admin_key, authenticate, current_key
-from orchestrator.api.problems import error_response
+from orchestrator.api.problems import refusal_before_body
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.resources import Resources
 
@@ -107,7 +107,8 @@ class Door:
             await self.app(scope, receive, send)
             return
         route, guard = found
-        images = guard.admits(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        images = guard.admits(headers)
         try:
             if guard.key is not None:
                 await self._check_key(scope, guard.key)
@@ -115,13 +116,16 @@ class Door:
                 self.admission.take()
         except FacerecError as error:
             scope["route"] = route.original_route  # counted in the metrics under its route
-            await error_response(error)(scope, receive, send)
+            await refusal_before_body(error, headers)(scope, receive, send)
+            return
+        if not images:
+            await self.app(scope, receive, send)
             return
         try:
-            await self.app(scope, receive, send)
+            async with self.admission.started():
+                await self.app(scope, receive, send)
         finally:
-            if images:
-                self.admission.release()
+            self.admission.release()
 
     async def _check_key(self, scope: Scope, needed: Endpoint) -> None:
         resources: Resources = scope["app"].state.resources

@@ -12,7 +12,12 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.api.problems import RequestTooLarge, error_response, internal_error_response
+from orchestrator.api.problems import (
+    RequestTooLarge,
+    error_response,
+    internal_error_response,
+    refusal_before_body,
+)
 from orchestrator.core.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -77,13 +82,16 @@ class RequestContext:
             await send(message)
 
         def refusal(detail: str) -> JSONResponse:
-            return error_response(RequestTooLarge(detail))
+            """A streamed body past the limit: the rest of it is of unknown length, so not read."""
+            response = error_response(RequestTooLarge(detail))
+            response.headers["connection"] = "close"
+            return response
 
         try:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 detail = f"the body is {declared} bytes; the limit is {self.max_body_bytes}"
-                await refusal(detail)(scope, receive, send_with_id)
+                await refusal_before_body(RequestTooLarge(detail), headers)(scope, receive, send_with_id)
                 return
             received = 0
             too_large = False

@@ -8,13 +8,16 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from types import FrameType
 
 import psutil
 from pydantic import SecretStr
 
+from orchestrator.api.in_flight import InFlightShare
 from orchestrator.cli.common import settings_from
 from orchestrator.cli.worker import worker_environment
 from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_token
@@ -89,8 +92,9 @@ def _serve(settings: Settings) -> None:
         _serve_workers(settings)
 
 
-def serve_one(settings: Settings, *, reuse_port: bool = False) -> None:
-    """One process's API server, in the foreground; ``reuse_port``: the port is shared."""
+def serve_one(settings: Settings, in_flight: InFlightShare | None = None) -> None:
+    """One process's API server, in the foreground; ``in_flight``: one of several workers
+    sharing the port (SO_REUSEPORT) and its admission limit."""
     import uvicorn
 
     from orchestrator.api.app import create_app
@@ -98,7 +102,7 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> None:
     from orchestrator.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()
-    app = create_app(settings)
+    app = create_app(settings, in_flight)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -107,7 +111,7 @@ def serve_one(settings: Settings, *, reuse_port: bool = False) -> None:
         access_log=False,
         limit_concurrency=settings.api.limit_concurrency,
     )
-    sockets = [shared_socket(settings.host, settings.port)] if reuse_port else None
+    sockets = [shared_socket(settings.host, settings.port)] if in_flight else None
     DrainingServer(config, app.state.draining, settings.api.shutdown_drain_s).run(sockets=sockets)
 
 
@@ -132,17 +136,20 @@ def _serve_workers(settings: Settings) -> None:
     """
     signal.signal(signal.SIGTERM, _raise_stop)
     share = settings.model_copy(update={"api": settings.api.worker_share()})
-    env = {**os.environ, **worker_environment(share)}
     command = [sys.executable, "-m", "orchestrator.cli.worker"]
+    count = settings.api.workers
     try:
-        with Supervisor() as workers:
-            for i in range(settings.api.workers):
+        with tempfile.TemporaryDirectory(prefix="facerec-workers-") as shared, Supervisor() as workers:
+            in_flight = Path(shared) / "in-flight"
+            InFlightShare.create(in_flight, count)
+            for i in range(count):
                 name = f"orchestrator worker {i}"
                 worker = ManagedProcess(name, None, own_group=True, die_with_parent=True)
+                env = {**os.environ, **worker_environment(share, InFlightShare(in_flight, i, count))}
                 start = partial(_start_worker, worker, command, env, settings.port)
                 # The first one up shows a mistake at once; the others come up, or retry, by themselves.
                 (workers.keep if i else workers.start)(Child(worker.name, worker, start))
-            print(f"{settings.api.workers} orchestrator workers on port {settings.port}", flush=True)
+            print(f"{count} orchestrator workers on port {settings.port}", flush=True)
             while True:
                 signal.pause()
     except (KeyboardInterrupt, _Stop):

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from starlette.types import Message
 
+from orchestrator.api import problems
 from orchestrator.api.admission import Admission
 from orchestrator.core.resources import Resources
 from orchestrator.recognition.service import Recognition
@@ -238,3 +239,21 @@ async def test_other_keyed_routes_check_the_key_before_the_body_too(api: Api) ->
     answer = await call(api, "/v1/people", upload, None)
     assert_problem_answer(answer, 401)
     assert upload.read == 0
+
+
+@pytest.mark.parametrize("key", [None, "recognize"], ids=["401", "503"])
+async def test_a_refused_large_upload_closes_its_connection(
+    api: Api, key: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the rest of a large refused upload to keep the connection would let a flood of
+    them take the server's CPU; a small one is read and dropped, keeping the connection."""
+    monkeypatch.setattr(problems, "DRAIN_BYTES", 8192)  # under this app's body limit (16 KiB)
+    admission(api).limit = 0
+    secret = api.seeded.recognize_key if key else None
+    small = await call(api, "/v1/recognize", never_finished("/v1/recognize"), secret)
+    assert_problem_answer(small, 401 if key is None else 503)
+    assert "connection" not in small.headers
+    upload = Upload(multipart("file", image=png() + bytes(12000)), complete=False)
+    large = await call(api, "/v1/recognize", upload, secret)
+    assert_problem_answer(large, 401 if key is None else 503)
+    assert large.headers["connection"] == "close" and upload.read == 0

@@ -148,3 +148,24 @@ def test_the_orchestrator_controls_the_triton_and_writes_the_repository_it_serve
     assert f"--model-repository={repository}" in services["triton"]["command"]
     assert binds("orchestrator")[repository][0] == binds("triton")[repository][0]
     assert "ro" not in binds("orchestrator")[repository][1].split(","), "the orchestrator writes it"
+
+
+def reachable(services: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (from, to) pair of services that share a network, as Docker connects them."""
+    networks = {name: set(service.get("networks", ["default"])) for name, service in services.items()}
+    return {(a, b) for a in networks for b in networks if a != b and networks[a] & networks[b]}
+
+
+def test_the_networks_allow_what_the_network_policies_do() -> None:
+    services = compose()["services"]
+    shards = {name for name in services if name.startswith("search-")}
+    allowed = {
+        ("lb", "orchestrator"),
+        *(("orchestrator", backend) for backend in ("triton", "redis", "postgres", *shards)),
+        *(("prometheus", scraped) for scraped in ("triton", "orchestrator", *shards)),
+        ("grafana", "prometheus"),
+        *((a, b) for a in shards for b in shards if a != b),  # one network for the shards
+    }
+    assert reachable(services) == allowed | {(b, a) for a, b in allowed}
+    declared = set(compose()["networks"])
+    assert {n for service in services.values() for n in service.get("networks", [])} == declared

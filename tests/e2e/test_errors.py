@@ -107,6 +107,20 @@ def test_request_size_limit(admin, people) -> None:
     assert gallery_snapshot(admin) == before
 
 
+def test_a_large_upload_refused_at_the_door_still_gets_its_answer(stack) -> None:
+    """Past 1 MiB the server closes the connection instead of reading the refused rest; a
+    client that reads after its upload fails (this sync httpx client does) gets the answer."""
+    big = bytes(6 * 1024 * 1024)
+    with stack.client(key=None) as anonymous:
+        for _ in range(3):  # each on a new connection
+            answer = anonymous.post("/v1/recognize", files={"file": ("big.jpg", big)})
+            assert_problem(answer, 401)
+            assert answer.headers["connection"] == "close"
+        small = anonymous.post("/v1/recognize", files={"file": ("small.jpg", bytes(1000))})
+        assert_problem(small, 401)
+        assert "connection" not in small.headers
+
+
 def test_bad_json_and_routing_errors(admin, people) -> None:
     before = gallery_snapshot(admin)
     assert_problem(

@@ -76,6 +76,9 @@ def test_workers_share_the_port_survive_a_kill_and_stop_with_the_parent(
     wait_for(lambda: len(answering(stack)) == WORKERS)
     workers = workers_of(stack)
     assert answering(stack) == {w.pid for w in workers}
+    # One admission limit for them all: each maps the same file of in-flight counts.
+    shared = [{m.path for m in w.memory_maps() if m.path.endswith("/in-flight")} for w in workers]
+    assert len(shared[0]) == 1 and all(maps == shared[0] for maps in shared), shared
     with stack.client() as client:
         person = create_person(client, "Barack Obama")
         enrol(client, person["id"], photos / "obama.jpg")
@@ -97,6 +100,8 @@ def test_workers_share_the_port_survive_a_kill_and_stop_with_the_parent(
         lambda: len(workers_of(stack)) == WORKERS and killed.pid not in {w.pid for w in workers_of(stack)}
     )
     wait_for(lambda: len(answering(stack)) == WORKERS)
+    replacement = [w for w in workers_of(stack) if w.pid != workers[1].pid]
+    assert {m.path for m in replacement[0].memory_maps() if m.path.endswith("/in-flight")} == shared[0]
 
     parent = stack.api
     pids = [w.pid for w in workers_of(stack)]

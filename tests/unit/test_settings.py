@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from orchestrator.api.in_flight import InFlightShare
 from orchestrator.core.settings import MIN_SECRET_CHARS, Settings
 from search_service.settings import SearchSettings
 from tests.conftest import ROOT
@@ -62,9 +63,9 @@ def test_facerec_refuses_to_start_with_a_short_admin_key(tmp_path: Path) -> None
 def test_workers_share_the_limits_which_are_for_them_all() -> None:
     api = Settings(api={"workers": 3, "max_concurrent_images": 64, "pixel_budget_bytes": 3000}).api
     share = api.worker_share()
-    assert (share.workers, share.max_concurrent_images, share.pixel_budget_bytes) == (1, 22, 1000)
-    assert share.cpu_workers == 2 and share.limit_concurrency == 342  # rounded up: 4 threads, 1024
-    assert share.limit_concurrency >= 4 * share.max_concurrent_images  # still above admission
+    assert (share.workers, share.pixel_budget_bytes, share.cpu_workers) == (1, 1000, 2)  # 4 threads, up
+    # Counted across the workers (orchestrator/api/in_flight.py), and uvicorn's bound is each one's.
+    assert (share.max_concurrent_images, share.limit_concurrency) == (64, 1024)
     single = Settings(api={"workers": 1}).api
     assert single.worker_share() == single
 
@@ -79,11 +80,11 @@ def test_a_worker_gets_its_parents_settings_secrets_included() -> None:
     code = (
         "import os, pickle, base64\n"
         "from orchestrator.core.settings import Settings\n"
-        f"s = pickle.loads(base64.b64decode(os.environ[{WORKER_SETTINGS!r}]))\n"
-        "print(s.port, s.redis_url, s.search_token.get_secret_value(), s.api.workers)\n"
+        f"s, in_flight = pickle.loads(base64.b64decode(os.environ[{WORKER_SETTINGS!r}]))\n"
+        "print(s.port, s.redis_url, s.search_token.get_secret_value(), s.api.workers, in_flight.index)\n"
     )
-    env = {"PATH": "/usr/bin:/bin", **worker_environment(share)}
+    env = {"PATH": "/usr/bin:/bin", **worker_environment(share, InFlightShare(Path("/x"), 1, 2))}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out == ["8123", "redis://127.0.0.1:7/0", "t" * MIN_SECRET_CHARS, "1"]
+    assert out == ["8123", "redis://127.0.0.1:7/0", "t" * MIN_SECRET_CHARS, "1", "1"]
