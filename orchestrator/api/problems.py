@@ -166,8 +166,9 @@ def refusal_before_body(error: FacerecError, headers: Headers) -> JSONResponse:
     """``error``'s answer to a request whose body has not been read, closing the connection
     when the body is large (:data:`DRAIN_BYTES`)."""
     response = error_response(error)
-    length = headers.get("content-length", "")
-    if not length.isdigit() or int(length) > DRAIN_BYTES:
+    length = headers.get("content-length")
+    unknown = "transfer-encoding" in headers or (length is not None and not length.isdigit())
+    if unknown or (length is not None and int(length) > DRAIN_BYTES):
         response.headers["connection"] = "close"
     return response
 

@@ -257,3 +257,6 @@ async def test_a_refused_large_upload_closes_its_connection(
     large = await call(api, "/v1/recognize", upload, secret)
     assert_problem_answer(large, 401 if key is None else 503)
     assert large.headers["connection"] == "close" and upload.read == 0
+    async with api.client() as anonymous:  # no body at all: nothing to drain
+        listing = await anonymous.get("/v1/people")
+    assert listing.status_code == 401 and "connection" not in listing.headers
