@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FACEREC_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install models tools up test lint bench bench-load clean
+.PHONY: install models tools up test lint bench bench-load gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench: models
 # The load report (about 16 min): stack vs naive baseline vs batching off, as ratios to the ceiling.
 bench-load: models
 	$(BIN)/python -m loadtests.report --name full
+
+# On a machine with an NVIDIA GPU (not this one): checks what it needs and says what is
+# missing, then serves the GPU repository and writes loadtests/results/gpu-<time>/report.md.
+# Options through GPU_CHECK, e.g. GPU_CHECK='--serve triton --steps drift,perf'.
+gpu-check: install
+	$(BIN)/facerec models fetch
+	$(BIN)/python -m loadtests.gpu_check $(GPU_CHECK)
 
 clean:
 	rm -rf $(VENV) var

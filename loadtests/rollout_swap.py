@@ -81,18 +81,19 @@ async def fill_gallery(gallery: Gallery, triton_url: str, photos: Path, faces: i
                 )
 
 
-async def measure(stack: Stack, photos: Path, version: str, clients: int, before_s: float) -> dict[str, Any]:
+async def measure(
+    url: str, photos: Path, version: str, clients: int, before_s: float, key: str = ADMIN_KEY
+) -> dict[str, Any]:
+    """Recognition traffic from ``clients`` callers on the API at ``url``, and a rollout to ``version``."""
     probes = [(name, (photos / file).read_bytes()) for name, file in PROBES.items()]
     probes += [(name, augment.reencoded(data, 70)) for name, data in probes]
     records: list[dict[str, Any]] = []
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(recognition_traffic(stack.api.url, probes[i:] + probes[:i], stop, records))
+        asyncio.create_task(recognition_traffic(url, probes[i:] + probes[:i], stop, records, key))
         for i in range(clients)
     ]
-    async with httpx.AsyncClient(
-        base_url=stack.api.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60
-    ) as admin:
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=60) as admin:
         await asyncio.sleep(before_s)
         started = time.perf_counter()
         rollout, timeline = await follow_rollout(admin, "/v1/models/rollouts", {"version": version})
@@ -126,7 +127,8 @@ def report(result: dict[str, Any], faces: int, clients: int) -> str:
     lines = [
         f"# Rollout under load — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Gallery {faces} faces; {clients} concurrent recognition clients; switch 1 → rotated version "
+        f"Gallery {faces} faces; {clients} concurrent recognition clients; switch version "
+        f"{result['rollout']['from_version']} → {result['rollout']['to_version']} "
         f"({result['rollout']['state']}, took {result['finished'] - result['started']:.1f} s).",
         "",
         "| | requests | failed | wrong person | p50 ms | p99 ms |",
@@ -176,7 +178,7 @@ def main() -> None:
             )
             stack.start()
             try:
-                result = asyncio.run(measure(stack, photos, version, args.clients, args.before))
+                result = asyncio.run(measure(stack.api.url, photos, version, args.clients, args.before))
             finally:
                 stack.stop()
     text = report(result, args.faces, args.clients)

@@ -17,6 +17,7 @@ from search_service.auth import TokenCheck
 from search_service.collection import Collection, Limits
 from search_service.device import Device, ReplicaDevice, make_device
 from search_service.errors import InvalidInput
+from search_service.gpu_support import GpuUnavailable
 from search_service.metrics import Metrics, MetricsMiddleware
 from search_service.problems import install_problem_handlers
 from search_service.registry import Registry, check_name
@@ -82,9 +83,17 @@ def create_app(settings: SearchSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            device = make_device(settings.device)
+            try:
+                device = make_device(
+                    settings.device_choice, temp_memory_bytes=settings.gpu_temp_memory_mb << 20
+                )
+            except GpuUnavailable as error:
+                # Refused before faiss touched the GPU: the process ends with this reason.
+                logger.error("search service cannot start on device %s: %s", settings.device, error)
+                raise
             if isinstance(device, ReplicaDevice):
                 stack.callback(device.close)
+            metrics.device.labels(device.name).set(1)
             pool = ThreadPoolExecutor(settings.search_threads, thread_name_prefix="search")
             stack.callback(pool.shutdown, wait=True)
             limits = Limits(
@@ -109,13 +118,14 @@ def create_app(settings: SearchSettings) -> FastAPI:
     app = FastAPI(title="facerec search service", lifespan=lifespan)
     install_problem_handlers(app)
 
-    def counts() -> list[tuple[str, int]]:
+    def opened() -> list[tuple[str, Collection]]:
         resources: Resources | None = getattr(app.state, "resources", None)
-        if resources is None:
-            return []
-        return [(name, c.state.count) for name, c in resources.registry.items()]
+        return resources.registry.items() if resources else []
 
-    metrics = Metrics(counts)
+    metrics = Metrics(
+        lambda: [(name, c.state.count) for name, c in opened()],
+        lambda: [(name, int(c.device_copy_lost)) for name, c in opened() if c.has_device_copy],
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     shard = settings.shard_tuple
     # Every collection route needs the token; /health and /metrics (probes, Prometheus) do not.
@@ -183,7 +193,12 @@ def create_app(settings: SearchSettings) -> FastAPI:
 
     @app.get("/health", response_model=Health)
     async def health(resources: ResourcesDep) -> Health:
-        return Health(status="ok", shard=settings.shard, collections=len(resources.registry))
+        return Health(
+            status="ok",
+            shard=settings.shard,
+            collections=len(resources.registry),
+            device=resources.device.name,
+        )
 
     @app.get("/metrics")
     async def get_metrics() -> Response:

@@ -109,7 +109,7 @@ def measure_searches(
 
 
 class Service:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, device: str = "cpu") -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -124,7 +124,7 @@ class Service:
             "--log-level",
             "warning",
             "--device",
-            "cpu",
+            device,
         ]
         token = secrets.token_urlsafe(32)
         self.proc = subprocess.Popen(cmd, env={**os.environ, "FACEREC_SEARCH_TOKEN": token})
@@ -147,9 +147,11 @@ class Service:
         self.proc.wait(600)
 
 
-def bench_service(kind: str, data: Matrix, queries: Matrix, args: argparse.Namespace, work: Path) -> Figures:
+def bench_service(
+    kind: str, data: Matrix, queries: Matrix, args: argparse.Namespace, work: Path, device: str = "cpu"
+) -> Figures:
     figures = Figures()
-    service = Service(work / f"service-{kind}")
+    service = Service(work / f"service-{kind}", device)
     try:
         http = service.http
         spec = {"dim": data.shape[1], "index": kind, "nlist": args.nlist, "nprobe": args.nprobe}

@@ -4,7 +4,8 @@ Write path (one writer at a time per collection, an ``asyncio.Lock``): validate 
 the current ids, append the record to the log and fsync it, apply it to the primary
 index, then to the device replica if any, then answer. Writes run in a shielded task so
 a client that goes away cannot interrupt one half-way. Searches do not take the writer
-lock: they run concurrently in the thread pool (or on the device worker).
+lock: they run concurrently in the thread pool (or on the device copy's worker,
+:mod:`search_service.device_copy`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import numpy as np
 
 from search_service import faiss_index
 from search_service.device import Device, ReplicaDevice
+from search_service.device_copy import DeviceCopy
 from search_service.errors import Conflict, NotFound
 from search_service.index_state import IndexState
 from search_service.persistence import CollectionFiles
-from search_service.replica import Hits, Replica
+from search_service.replica import Hits
 from search_service.schema import CollectionInfo, CollectionSpec
 from search_service.vectors import IdArray, Matrix
 from search_service.wal import LogRecord, LogWriter, replay
@@ -90,17 +92,25 @@ class Collection:
         self._closed = False
         self._snapshot_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
-        self._replica: Replica | None = None
-        self._device = device
         if self.state.tombstones and len(self.state.tombstones) > limits.max_tombstones:
             self.state.compact()
-        if isinstance(device, ReplicaDevice) and self.spec.index != "hnsw":
-            # faiss has no GPU HNSW: such collections stay on the CPU.
-            self._replica = Replica(device, self.state.copy_with(device.copy))
+        self._copy: DeviceCopy | None = None
+        if isinstance(device, ReplicaDevice):
+            self._copy = DeviceCopy.open(
+                name, self.spec, device, self.state, limits.max_tombstones, self._exclusive
+            )
 
     @property
     def device(self) -> str:
-        return self._replica.device.name if self._replica else "cpu"
+        return self._copy.searched_on if self._copy else "cpu"
+
+    @property
+    def has_device_copy(self) -> bool:
+        return self._copy is not None
+
+    @property
+    def device_copy_lost(self) -> bool:
+        return self._copy is not None and self._copy.replica.lost
 
     def info(self) -> CollectionInfo:
         return CollectionInfo(
@@ -141,8 +151,8 @@ class Collection:
                 return 0
             await asyncio.to_thread(self._log.append, LogRecord("add", ids, vectors))
             replaced = await self._in_pool(self.state.add, ids, vectors)
-            if self._replica is not None:
-                await self._update_replica(ids, vectors, rebuild=replaced)
+            if self._copy is not None:
+                await self._copy.added(ids, vectors, replaced=replaced)
             self._after_write()
             return int(ids.size)
 
@@ -159,14 +169,8 @@ class Collection:
             await self._in_pool(self.state.delete, gone)
             if len(self.state.tombstones) > self._limits.max_tombstones:
                 await self._in_pool(self.state.compact)
-            if self._replica is not None:
-                self._replica.tombstone(gone)
-                if self._replica.tombstones > self._limits.max_tombstones:
-                    try:
-                        await self._rebuild_replica()
-                    except Exception:
-                        # The old copy and its tombstones still answer correctly.
-                        logger.exception("rebuilding the device copy of %s failed", self.name)
+            if self._copy is not None:
+                await self._copy.deleted(gone)
             self._after_write()
             return int(gone.size)
 
@@ -176,8 +180,10 @@ class Collection:
         """Top ``k`` hits of each unit query (m, dim), best first."""
         if self._closed:
             raise NotFound(f"collection {self.name!r} does not exist")
-        if self._replica is not None:
-            return await self._replica.search(queries, k)
+        if self._copy is not None:
+            hits = await self._copy.search(queries, k)
+            if hits is not None:
+                return hits
         return await self._in_pool(self.state.search, queries, k)
 
     async def ids(self, after: int, limit: int) -> tuple[IdArray, bool]:
@@ -186,24 +192,6 @@ class Collection:
         if self._closed:
             raise NotFound(f"collection {self.name!r} does not exist")
         return await self._in_pool(self.state.ids_after, after, limit)
-
-    async def _update_replica(self, ids: IdArray, vectors: Matrix, *, rebuild: bool) -> None:
-        assert self._replica is not None
-        try:
-            if rebuild or self._replica.has_tombstoned(ids):
-                await self._rebuild_replica()
-            else:
-                await self._replica.add(ids, vectors)
-        except Exception:
-            # The write is durable and in the primary; a replica missing it would
-            # silently miss results, so fall back to searching the primary.
-            logger.exception("device copy of %s failed; searching on the CPU", self.name)
-            self._replica = None
-
-    async def _rebuild_replica(self) -> None:
-        assert self._replica is not None
-        fresh = await self._in_pool(self.state.copy_with, self._replica.device.copy)
-        await self._replica.replace(fresh)
 
     def _after_write(self) -> None:
         due = (
@@ -265,3 +253,5 @@ class Collection:
 
         if not self._closed:
             await self._exclusive(shut)
+        if self._copy is not None:
+            await self._copy.close()

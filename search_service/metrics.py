@@ -1,7 +1,8 @@
 """Prometheus metrics on a per-app registry (never the process-global one).
 
 Request counts and latency per route template, query vectors searched per collection,
-and vectors per collection (read from the collections at scrape time).
+vectors per collection and collections whose device copy is lost (read from the collections
+at scrape time), and the device the shard searches on.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,19 +18,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class _VectorsCollector(Collector):
-    def __init__(self, counts: Callable[[], Iterable[tuple[str, int]]]) -> None:
-        self._counts = counts
+class _PerCollectionCollector(Collector):
+    def __init__(
+        self, name: str, documentation: str, values: Callable[[], Iterable[tuple[str, int]]]
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._values = values
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily("facerec_search_vectors", "Vectors per collection", labels=["collection"])
-        for name, count in self._counts():
-            family.add_metric([name], count)
+        family = GaugeMetricFamily(self._name, self._documentation, labels=["collection"])
+        for collection, value in self._values():
+            family.add_metric([collection], value)
         yield family
 
 
 class Metrics:
-    def __init__(self, counts: Callable[[], Iterable[tuple[str, int]]]) -> None:
+    def __init__(
+        self,
+        counts: Callable[[], Iterable[tuple[str, int]]],
+        lost_copies: Callable[[], Iterable[tuple[str, int]]] = lambda: (),
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "facerec_search_requests",
@@ -50,7 +59,23 @@ class Metrics:
             ["collection"],
             registry=self.registry,
         )
-        self.registry.register(_VectorsCollector(counts))
+        self.device = Gauge(
+            "facerec_search_device_info",
+            "1 on the device this shard searches on: cpu or gpu:N (cpu when gpu-or-cpu fell back)",
+            ["device"],
+            registry=self.registry,
+        )
+        self.registry.register(
+            _PerCollectionCollector("facerec_search_vectors", "Vectors per collection", counts)
+        )
+        self.registry.register(
+            _PerCollectionCollector(
+                "facerec_search_device_copy_lost",
+                "1 while a collection's device copy could not be rebuilt (its searches answer 503, "
+                "or run on the CPU with gpu-or-cpu)",
+                lost_copies,
+            )
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

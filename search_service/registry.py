@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from search_service.collection import Collection, Limits
-from search_service.device import Device
+from search_service.device import Device, ReplicaDevice
 from search_service.errors import Conflict, InvalidInput, NotFound
 from search_service.fsutil import fsync_dir
 from search_service.persistence import SPEC_FILE, CollectionFiles
@@ -86,6 +86,9 @@ class Registry:
                     f"collection {name!r} exists with a different spec: {existing.spec.model_dump()}",
                     slug="collection-exists",
                 )
+            beyond = self.device.beyond_limits(spec) if isinstance(self.device, ReplicaDevice) else None
+            if beyond is not None:
+                raise InvalidInput(f"collection {name!r}: {beyond}", slug="beyond-device-limits")
 
             def make() -> Collection:
                 staging = self.root / f".{name}.creating"

@@ -33,7 +33,9 @@ class CollectionSpec(_Model):
     metric: Metric = "ip"
     index: IndexKind = "flat"
     nlist: int = Field(default=256, ge=1, le=1 << 20, description="ivf: inverted lists")
-    nprobe: int = Field(default=16, ge=1, le=1 << 20, description="ivf: lists searched")
+    nprobe: int = Field(
+        default=16, ge=1, le=1 << 20, description="ivf: lists searched; a GPU shard refuses more than 2048"
+    )
     hnsw_m: int = Field(default=32, ge=4, le=256, description="hnsw: graph degree")
     ef_construction: int = Field(default=80, ge=8, le=4096)
     ef_search: int = Field(default=64, ge=8, le=4096)
@@ -119,6 +121,11 @@ class Health(_Model):
     status: Literal["ok"]
     shard: str | None
     collections: int
+    device: str | None = Field(
+        default=None,
+        description="where this shard searches: cpu or gpu:N (cpu when gpu-or-cpu fell back); null "
+        "from a service too old to say",
+    )
 
 
 class Problem(BaseModel):

@@ -48,7 +48,7 @@ def run(
 ) -> None:
     """Run one search service process (what ``facerec search`` calls).
 
-    ``shard`` is ``"I/N"``; ``device`` is ``auto``, ``cpu`` or ``gpu:N``; other
+    ``shard`` is ``"I/N"``; ``device`` is ``auto``, ``cpu``, ``gpu``, ``gpu:N`` or ``gpu-or-cpu``; other
     :class:`SearchSettings` fields may be given as keywords; unset ones come from the
     ``FACEREC_SEARCH_*`` environment or the defaults.
     """
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--shard", help="I/N: this process owns the ids with id %% N == I")
-    parser.add_argument("--device", help="auto (default), cpu, gpu or gpu:N")
+    parser.add_argument("--device", help="auto (default), cpu, gpu, gpu:N or gpu-or-cpu (may fall back)")
     parser.add_argument("--log-level", help="debug, info (default), warning, error")
     args = parser.parse_args(argv)
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,45 @@ def parse_shard(value: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise ValueError(f"shard index must be in [0, {count}), got {index}")
     return index, count
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """What ``FACEREC_SEARCH_DEVICE`` asks for.
+
+    * ``cpu``: the CPU.
+    * ``gpu`` / ``gpu:N``: GPU N (0 for ``gpu``); the service refuses to start without it.
+    * ``auto``: GPU 0 when the installed faiss is a GPU build, refusing to start if that GPU
+      cannot be used; the CPU with a CPU-only faiss (the CPU image), where there is nothing
+      to fall back from.
+    * ``gpu-or-cpu``: GPU 0 if it can be used, else the CPU with a warning: the one value
+      that allows falling back.
+    """
+
+    kind: Literal["cpu", "auto", "gpu", "gpu-or-cpu"]
+    gpu: int = 0
+
+    @property
+    def may_fall_back(self) -> bool:
+        return self.kind == "gpu-or-cpu"
+
+
+_NAMED_DEVICES = {
+    "cpu": DeviceChoice("cpu"),
+    "auto": DeviceChoice("auto"),
+    "gpu": DeviceChoice("gpu"),
+    "gpu-or-cpu": DeviceChoice("gpu-or-cpu"),
+}
+
+
+def parse_device(value: str) -> DeviceChoice:
+    text = value.strip().lower()
+    if text in _NAMED_DEVICES:
+        return _NAMED_DEVICES[text]
+    kind, _, number = text.partition(":")
+    if kind != "gpu" or not number.isdigit():
+        raise ValueError(f"device must be auto, cpu, gpu, gpu:N or gpu-or-cpu, not {value!r}")
+    return DeviceChoice("gpu", int(number))
 
 
 def is_loopback(host: str) -> bool:
@@ -42,11 +82,23 @@ class SearchSettings(BaseSettings):
     port: int = Field(default=8100, ge=0, le=65535)
     data_dir: Path = Path("var/search")
     shard: str | None = Field(default=None, description="I/N: this process owns id % N == I")
-    device: str = Field(default="auto", description="auto, cpu, gpu or gpu:N")
+    device: str = Field(default="auto", description="auto, cpu, gpu, gpu:N or gpu-or-cpu (DeviceChoice)")
+    gpu_temp_memory_mb: int = Field(
+        default=512,
+        ge=0,
+        le=1536,
+        description="GPU scratch memory faiss reserves once per process (StandardGpuResources); "
+        "faiss never takes more than 1536 and asks cudaMalloc for what does not fit",
+    )
     search_threads: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
     snapshot_every_records: int = Field(default=1000, ge=1)
     snapshot_every_bytes: int = Field(default=1 << 30, ge=1)
-    max_tombstones: int = Field(default=1024, ge=0)
+    max_tombstones: int = Field(
+        default=1024,
+        ge=0,
+        description="deleted vectors kept in an index before it is rebuilt without them; a GPU copy "
+        "keeps at most 2048 - MAX_K (1024): each search asks faiss for k + tombstones, at most 2048",
+    )
     max_queries: int = Field(default=4096, ge=1, description="query vectors per search")
     log_level: str = "info"
     token: SecretStr | None = None
@@ -69,6 +121,12 @@ class SearchSettings(BaseSettings):
             )
         return self
 
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        parse_device(value)
+        return value
+
     @field_validator("shard")
     @classmethod
     def _valid_shard(cls, value: str | None) -> str | None:
@@ -79,3 +137,7 @@ class SearchSettings(BaseSettings):
     @property
     def shard_tuple(self) -> tuple[int, int] | None:
         return parse_shard(self.shard) if self.shard else None
+
+    @property
+    def device_choice(self) -> DeviceChoice:
+        return parse_device(self.device)

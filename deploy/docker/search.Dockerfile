@@ -1,9 +1,13 @@
 # syntax=docker/dockerfile:1
-# The search service (FAISS) image. FAISS=cpu (default) or FAISS=gpu for faiss-gpu-cu12:
+# The search service (FAISS) image. FAISS=cpu (default) or FAISS=gpu for faiss-gpu, faiss's own
+# CUDA 12 wheel (constraints-gpu.txt), with code for Volta to Hopper (compute capability 7.0-9.0)
+# and PTX for newer GPUs:
 #   docker build -f deploy/docker/search.Dockerfile -t facerec/search:0.1.0 .
 #   docker build -f deploy/docker/search.Dockerfile --build-arg FAISS=gpu -t facerec/search:0.1.0-gpu .
-# The GPU variant needs no CUDA base image: the CUDA runtime and cuBLAS come as PyPI wheels,
-# the driver from the NVIDIA container toolkit on the host.
+# The GPU variant needs no CUDA base image: the CUDA runtime, cuBLAS and cuRAND come as PyPI
+# wheels, the driver from the NVIDIA container toolkit on the host. At start the service asks the
+# driver whether this faiss can run on the GPU and refuses with the reason if not
+# (search_service/gpu_support.py), instead of letting faiss abort at the first search.
 ARG FAISS=cpu
 
 FROM python:3.11.14-slim-bookworm AS build

@@ -6,7 +6,7 @@ tensor names, dtypes and dims cannot drift between them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 NPM_PACKAGE = "faceplugin-face-recognition-js@0.0.1"
 NPM_TARBALL_SHA256 = "7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba"
@@ -35,7 +35,6 @@ class ModelSpec:
     max_queue_delay_us: int = 2000
     max_queue_size: int = 256
     queue_timeout_us: int = 10_000_000
-    warmup_batch_sizes: tuple[int, ...] = field(default=(1,))
     cpu_graph_optimization: str = "all"
     """ONNX Runtime graph optimisation level on the CPU target: "extended" or "all"."""
     cpu_instances: int = 1
@@ -74,7 +73,6 @@ ARCFACE = ModelSpec(
     outputs=(Tensor("output", (512,)),),
     max_batch_size=64,
     preferred_batch_sizes=(16, 32, 64),
-    warmup_batch_sizes=(1, 16),
     # Measured on this project's CPUs: the NCHWc layout transforms of level "all" make this
     # depthwise-heavy network 2.7x slower (24 vs 64 faces/s); they make the other two faster.
     cpu_graph_optimization="extended",

@@ -37,6 +37,7 @@ from orchestrator.modelrepo.repository import (
     write_repository,
     write_version_policy,
 )
+from orchestrator.modelrepo.tensorrt import engine_identity, with_engine_identity
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,9 @@ def _carry_versions(old: ModelStore, new: ModelStore) -> dict[int, Path]:
     """Link the old store's ``arcface`` versions above 1 into ``new.batched``; by version.
 
     A version is its directory in the old repository and its batch-dynamic file; one
-    without the file cannot be rebuilt and is left behind with a warning.
+    without the file cannot be rebuilt and is left behind with a warning. A file written
+    before versions carried their TensorRT engine identity (``tensorrt.py``) is kept as a
+    copy that carries it.
     """
     carried: dict[int, Path] = {}
     present = {v for target in TARGETS for v in old.versions(ARCFACE.name, target) if v > 1}
@@ -179,8 +182,12 @@ def _carry_versions(old: ModelStore, new: ModelStore) -> dict[int, Path]:
         if not (old.batched / name).is_file():
             log.warning("%s version %d has no %s in %s; not kept", ARCFACE.name, version, name, old.batched)
             continue
-        # Nothing writes into a model file once it exists, so sharing its inode is safe.
-        link_or_copy(old.batched / name, new.batched / name)
+        model = onnx.load(str(old.batched / name))
+        if model.graph.name == engine_identity(model, ARCFACE.name, version):
+            # Nothing writes into a model file once it exists, so sharing its inode is safe.
+            link_or_copy(old.batched / name, new.batched / name)
+        else:
+            onnx.save(with_engine_identity(model, ARCFACE.name, version), str(new.batched / name))
         carried[version] = new.batched / name
     if carried:
         log.info("keeping %s versions %s", ARCFACE.name, sorted(carried))
@@ -244,7 +251,8 @@ def fetch_models(models_dir: Path, tarball: Path | None = None) -> ModelStore:
         for spec in DEFAULT_MODELS:
             original = _extract(tarball, spec, staged.originals)
             batched = staged.batched / f"{spec.name}-1.onnx"
-            onnx.save(make_batch_dynamic(onnx.load(str(original))), str(batched))
+            batch_dynamic = make_batch_dynamic(onnx.load(str(original)))
+            onnx.save(with_engine_identity(batch_dynamic, spec.name, 1), str(batched))
             weights[spec.name] = {1: batched}
         weights[ARCFACE.name].update(_carry_versions(store, staged))
         for target in TARGETS:

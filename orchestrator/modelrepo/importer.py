@@ -2,9 +2,11 @@
 
 The model is made batch-dynamic, given the canonical input normalisation, its tensors are
 renamed to the names every ``arcface`` version shares (one Triton config serves them all),
-and it is run once on a batch to check the shapes before anything is written. The new
-version directory is written aside and renamed into place, in both repository targets, each
-after the version's record (``records.py``): a version never appears without it.
+and it is run once on a batch to check the shapes before anything is written. Its graph is
+named for its version and weights, so TensorRT caches its engine apart from the other
+versions' (``tensorrt.py``). The new version directory is written aside and renamed into
+place, in both repository targets, each after the version's record (``records.py``): a
+version never appears without it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from orchestrator.modelrepo.catalog import ARCFACE
 from orchestrator.modelrepo.fetch import ModelFetchError, ModelStore, sha256_file
 from orchestrator.modelrepo.records import Source, VersionRecord, add_record
 from orchestrator.modelrepo.repository import MODEL_FILE, TARGETS, backend_model_source, replace_file
+from orchestrator.modelrepo.tensorrt import with_engine_identity
 from orchestrator.modelrepo.variants import Normalization, with_normalization
 
 
@@ -91,7 +94,7 @@ def add_version(
     )
     version = max(store.versions(ARCFACE.name), default=0) + 1
     onnx_file = store.batched / f"{ARCFACE.name}-{version}.onnx"
-    onnx.save(prepared, str(onnx_file))
+    onnx.save(with_engine_identity(prepared, ARCFACE.name, version), str(onnx_file))
     for target in TARGETS:
         model_dir = store.repository(target) / ARCFACE.name
         staging = model_dir / f".{version}.partial"

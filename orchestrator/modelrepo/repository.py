@@ -1,8 +1,9 @@
 """Triton model repositories for both targets, generated from the one catalog.
 
 ``cpu``: Python backend running ONNX Runtime on the CPU (what runs here and in CI).
-``gpu``: onnxruntime backend on ``KIND_GPU`` with the TensorRT accelerator in FP16, an
-engine cache and warm-up (what runs in production). Every config is built as Triton's own
+``gpu``: onnxruntime backend on ``KIND_GPU`` with the TensorRT accelerator in FP16, one
+optimisation profile per model, an engine cache and warm-up at both ends of the profile
+(what runs in production; ``tensorrt.py`` says why). Every config is built as Triton's own
 ``ModelConfig`` protobuf, so what is written always parses.
 """
 
@@ -21,12 +22,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from orchestrator.modelrepo.catalog import ModelSpec
+from orchestrator.modelrepo.tensorrt import TRT_ENGINE_CACHE as TRT_ENGINE_CACHE
+from orchestrator.modelrepo.tensorrt import accelerator_parameters, batch_profile
 
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[Target, ...] = ("cpu", "gpu")
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
-TRT_ENGINE_CACHE = "/engine_cache"
 
 
 def _dtype(name: str) -> int:
@@ -63,11 +65,11 @@ def model_config(spec: ModelSpec, target: Target, versions: Iterable[int] = (1,)
         config.default_model_filename = MODEL_FILE
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        accel.parameters["precision_mode"] = "FP16"
-        accel.parameters["max_workspace_size_bytes"] = str(1 << 30)
-        accel.parameters["trt_engine_cache_enable"] = "1"
-        accel.parameters["trt_engine_cache_path"] = TRT_ENGINE_CACHE
-        for batch in spec.warmup_batch_sizes:
+        accel.parameters.update(accelerator_parameters(spec))
+        # The engine is built as the model loads; running both ends of its profile before
+        # Triton reports ready proves the whole range works, not only the first batch size.
+        profile = batch_profile(spec)
+        for batch in sorted({profile.min, profile.max}):
             warmup = config.model_warmup.add(name=f"{spec.name}_b{batch}", batch_size=batch)
             for tensor in spec.inputs:
                 warmup.inputs[tensor.name].data_type = _dtype(tensor.dtype)

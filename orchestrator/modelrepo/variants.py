@@ -116,6 +116,12 @@ def int8_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
 
     The exported opset 9 predates what the quantiser emits, so the graph is upgraded to 11
     first. Its embeddings are not v1's (cosine ≈ 0.93 on the same face): a new space.
+
+    A CPU-target variant: TensorRT's ONNX parser has no ConvInteger or DynamicQuantizeLinear,
+    so on the GPU target ONNX Runtime would cut the graph around every convolution and run
+    those on the CPU; with the explicit profiles of ``tensorrt.py`` (which name only the
+    model input) it refuses such a split when the version loads. INT8 under TensorRT needs
+    static QDQ quantisation with calibration images instead.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

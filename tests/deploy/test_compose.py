@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,21 @@ def test_the_schema_rejects_a_misspelt_key(compose_validator) -> None:
     assert not compose_validator.is_valid(broken)
 
 
+def one_shot_services() -> set[str]:
+    """Services another one waits on to have exited successfully (a check before a start)."""
+    return {
+        name
+        for service in compose()["services"].values()
+        for name, wait in (service.get("depends_on") or {}).items()
+        if wait.get("condition") == "service_completed_successfully"
+    }
+
+
 def test_every_service_restarts_and_has_a_health_check() -> None:
     for name, service in compose()["services"].items():
+        if name in one_shot_services():
+            assert service.get("restart") == "no", f"{name} runs once; restarted, it would never complete"
+            continue
         assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
         assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
 
@@ -79,6 +93,41 @@ def test_triton_loads_the_catalog_models_from_the_gpu_repository() -> None:
     sources = dict(interpolate(v).split(":")[:2] for v in triton["volumes"])
     assert sources["./var/models/repository/gpu"] == "/models"
     assert "--model-repository=/models" in triton["command"]
+
+
+def test_triton_starts_only_once_a_check_has_found_every_model(tmp_path: Path) -> None:
+    """As the init container of deploy/k8s/triton.yaml: the check is run here on a fake repository."""
+    services = compose()["services"]
+    waits = services["triton"].get("depends_on") or {}
+    (name,) = [n for n, wait in waits.items() if wait["condition"] == "service_completed_successfully"]
+    check = services[name]
+
+    def sources(service: dict[str, Any]) -> dict[str, str]:
+        """Container path → host source (interpolated first: `${VAR:-default}` has a colon)."""
+        return {
+            target: source for source, target, *_ in (interpolate(v).split(":") for v in service["volumes"])
+        }
+
+    assert sources(check)["/models"] == sources(services["triton"])["/models"], "not where Triton loads"
+    assert check["entrypoint"] == ["sh", "-c"] and len(check["command"]) == 1
+    # Compose's own escaping and interpolation first, then the repository moved to tmp_path.
+    script = re.sub(
+        r"(?<![\w.])/models/", f"{tmp_path}/", interpolate(check["command"][0]).replace("$$", "$")
+    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10, check=False)
+
+    for spec in DEFAULT_MODELS[:-1]:
+        (tmp_path / spec.name).mkdir()
+        (tmp_path / spec.name / "config.pbtxt").write_text("")
+    missing = run()
+    assert missing.returncode != 0
+    assert f"no {DEFAULT_MODELS[-1].name} in ./var/models/repository/gpu" in missing.stdout
+    assert "facerec models fetch" in missing.stdout
+    (tmp_path / DEFAULT_MODELS[-1].name).mkdir()
+    (tmp_path / DEFAULT_MODELS[-1].name / "config.pbtxt").write_text("")
+    assert run().returncode == 0
 
 
 def test_the_tensorrt_engine_cache_is_a_named_volume() -> None:

@@ -148,6 +148,47 @@ def test_triton_serves_the_repository_the_job_writes() -> None:
     assert TRT_ENGINE_CACHE in mounts(triton, "triton"), "the GPU configs cache engines there"
 
 
+def test_the_engine_cache_outlives_pods_with_a_directory_per_node() -> None:
+    triton = one("Deployment", "triton")
+    claim = one(
+        "PersistentVolumeClaim",
+        mounts(triton, "triton")[TRT_ENGINE_CACHE]["persistentVolumeClaim"]["claimName"],
+    )
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "mounted by the Triton pods of every GPU node"
+    spec = container(triton, "triton")
+    mount = next(m for m in spec["volumeMounts"] if m["mountPath"] == TRT_ENGINE_CACHE)
+    assert mount["subPathExpr"] == "$(NODE_NAME)", "an engine fits the GPU it was built on"
+    env = {e["name"]: e for e in spec["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def runtime_classes() -> dict[tuple[str, str], str]:
+    """(kind, name) -> the RuntimeClass the top kustomization's patches give that workload."""
+    classes = {}
+    for patch in kustomizations()[K8S / "kustomization.yaml"].get("patches", []):
+        for operation in yaml.safe_load(patch["patch"]):
+            if operation["path"] == "/spec/template/spec/runtimeClassName":
+                assert operation["op"] == "add"
+                classes[patch["target"]["kind"], patch["target"]["name"]] = operation["value"]
+    return classes
+
+
+def requests_a_gpu(doc: dict[str, Any]) -> bool:
+    return any(
+        "nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for c in pod_spec(doc)["containers"]
+    )
+
+
+def test_gpu_pods_and_only_they_run_under_the_nvidia_runtime_class() -> None:
+    gpu = {(w.kind, w.name) for w in workloads() if requests_a_gpu(w.doc)}
+    assert gpu == {("Deployment", "triton"), ("StatefulSet", "search")}
+    classes = runtime_classes()
+    assert classes.keys() == gpu
+    assert set(classes.values()) == {"nvidia"}, "one value, set in kustomization.yaml"
+    for workload in workloads():
+        assert "runtimeClassName" not in pod_spec(workload.doc), f"{workload}: set it in kustomization.yaml"
+
+
 def test_autoscalers_target_existing_deployments_and_adapter_metrics() -> None:
     adapter = yaml.safe_load(one("ConfigMap", "adapter-config")["data"]["config.yaml"])
     served = {

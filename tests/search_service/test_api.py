@@ -71,7 +71,8 @@ async def test_collection_lifecycle(client: httpx.AsyncClient, gallery: np.ndarr
     assert (await client.delete("/collections/g")).status_code == 204
     assert (await client.get("/collections/g")).status_code == 404
     assert (await client.put("/collections/g", json={"dim": 4})).status_code == 201
-    assert (await client.get("/health")).json() == {"status": "ok", "shard": None, "collections": 1}
+    health = {"status": "ok", "shard": None, "collections": 1, "device": "cpu"}
+    assert (await client.get("/health")).json() == health
 
 
 BAD_REQUESTS: list[tuple[str, str, str, Any, int, str]] = [

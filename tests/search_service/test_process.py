@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from orchestrator.clients.search import SearchClient, SearchServiceError
 from search_service.checksum import checksum_of_ids
 from search_service.schema import CollectionSpec
 from tests.search_service.conftest import (
+    ROOT,
     ServiceProcess,
     assert_same_topk,
     brute_force,
@@ -94,3 +98,18 @@ async def test_the_client_needs_the_service_token(tmp_path: Path) -> None:
     finally:
         await asyncio.to_thread(service.stop)
     assert service.token not in service.log_path.read_text()
+
+
+def test_a_shard_refused_its_gpu_exits_with_the_reason(tmp_path: Path) -> None:
+    # faiss here is the CPU wheel: a GPU is refused, the process ends (uvicorn's start-up
+    # failure, 3) instead of serving from the CPU unannounced.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEREC_")}
+    command = [sys.executable, "-m", "search_service", "--port", "0", "--data-dir", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--device", "gpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3
+    assert (
+        "search service cannot start on device gpu: the faiss installed here has no GPU support"
+        in done.stderr
+    )

@@ -16,15 +16,19 @@ from tests.support.stack import ADMIN_KEY
 
 
 async def recognition_traffic(
-    url: str, samples: list[tuple[str, bytes]], stop: asyncio.Event, out: list[dict[str, Any]]
+    url: str,
+    samples: list[tuple[str, bytes]],
+    stop: asyncio.Event,
+    out: list[dict[str, Any]],
+    key: str = ADMIN_KEY,
 ) -> None:
-    """One client recognising ``samples`` (expected name, image) in turn until ``stop``.
+    """One client recognising ``samples`` (expected name, image) in turn until ``stop``, as ``key``.
 
     Each answer becomes a record: expected, status, at (perf_counter when answered), ms; for
     a 200 also version, and decision, name and similarity of the best match of the first
     face (None without one); otherwise the start of the body.
     """
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": ADMIN_KEY}, timeout=60.0) as client:
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=60.0) as client:
         i = 0
         while not stop.is_set():
             expected, data = samples[i % len(samples)]

@@ -27,6 +27,7 @@ from orchestrator.modelrepo.repository import (
     read_version_policy,
     write_version_policy,
 )
+from orchestrator.modelrepo.tensorrt import engine_identity
 from orchestrator.modelrepo.variants import Normalization
 from tests.conftest import unavailable
 
@@ -149,6 +150,30 @@ def test_an_upgrade_keeps_imported_and_derived_versions_and_the_policy(
     assert store.derived.read_bytes() == record
     assert derive(store, "rotated") == derived
     assert [p.name for p in store.root.parent.iterdir()] == ["models"]
+
+
+def test_every_version_served_is_named_for_its_tensorrt_engine(
+    old_store: ModelStore, npm_tarball: Path
+) -> None:
+    """Fetched models carry their engine identity, and an upgrade gives one to a version without."""
+    version = add_version(
+        old_store, onnx.load(str(old_store.batched / f"{ARCFACE.name}-1.onnx")), Normalization()
+    )
+    # As a store written before versions carried one: the exporter's graph name.
+    unnamed = onnx.load(str(old_store.batched / f"{ARCFACE.name}-{version}.onnx"))
+    unnamed.graph.name = "torch-jit-export"
+    onnx.save(unnamed, str(old_store.batched / f"{ARCFACE.name}-{version}.onnx"))
+    simulate_upgrade(old_store)
+
+    store = fetch_models(old_store.root, tarball=npm_tarball)
+
+    names = set()
+    for spec in DEFAULT_MODELS:
+        for v in store.versions(spec.name, "gpu"):
+            models = [onnx.load(str(store.repository(t) / spec.name / str(v) / MODEL_FILE)) for t in TARGETS]
+            assert {m.graph.name for m in models} == {engine_identity(models[0], spec.name, v)}
+            names.add(models[0].graph.name)
+    assert len(names) == len(DEFAULT_MODELS) + 1
 
 
 def test_a_policy_naming_a_version_that_cannot_be_kept_falls_back_to_v1(
