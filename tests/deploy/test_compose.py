@@ -9,6 +9,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -184,6 +185,10 @@ def test_the_orchestrator_controls_the_triton_and_writes_the_repository_it_serve
     env = compose_environment("orchestrator")
     control_urls = json.loads(str(env["FACEREC_TRITON__CONTROL_URLS"]))
     assert control_urls == [env["FACEREC_TRITON__URL"]], "one Triton: control goes where inference does"
+    # A rollout drains the old version by Triton's metrics: unset, it would read its own container.
+    metrics = urlsplit(str(env["FACEREC_TRITON__METRICS_URL"]))
+    assert (metrics.hostname, metrics.port) == ("triton", 8002)
+    assert "--metrics-port=8002" in services["triton"]["command"]
 
     def binds(service: str) -> dict[str, tuple[str, str]]:
         """Container path -> (host path, options) of the service's bind mounts."""
