@@ -111,7 +111,7 @@ class Door:
         images = guard.admits(headers)
         try:
             if guard.key is not None:
-                await self._check_key(scope, guard.key)
+                await self._check_key(scope, guard.key, headers)
             if images:
                 self.admission.take()
         except FacerecError as error:
@@ -127,9 +127,9 @@ class Door:
         finally:
             self.admission.release()
 
-    async def _check_key(self, scope: Scope, needed: Endpoint) -> None:
+    async def _check_key(self, scope: Scope, needed: Endpoint, headers: Headers) -> None:
         resources: Resources = scope["app"].state.resources
-        key = await authenticate(resources, Headers(scope=scope).get("x-api-key"))
+        key = await authenticate(resources, headers.get("x-api-key"))
         if needed is admin_key:
             await admin_key(key)
         scope[CHECKED_KEY] = key  # the route's own key dependency takes it from here

@@ -37,10 +37,11 @@ class ModelInfo:
 
 
 def _unavailable(model: str, error: InferenceServerException) -> UpstreamUnavailable:
-    status = str(error.status() or "")
-    if "DEADLINE_EXCEEDED" in status:
-        return UpstreamUnavailable(f"{model}: Triton did not answer in time")
-    return UpstreamUnavailable(f"{model}: {error.message()}")
+    return _refused(model, "DEADLINE_EXCEEDED" in str(error.status() or ""), str(error.message()))
+
+
+def _refused(model: str, timed_out: bool, message: str) -> UpstreamUnavailable:
+    return UpstreamUnavailable(f"{model}: {'Triton did not answer in time' if timed_out else message}")
 
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -137,9 +138,8 @@ class TritonModels:
         try:
             response = await self._model_infer(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise UpstreamUnavailable(f"{info.name}: Triton did not answer in time") from error
-            raise UpstreamUnavailable(f"{info.name}: {error.details()}") from error
+            timed_out = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            raise _refused(info.name, timed_out, str(error.details())) from error
         return infer_outputs(response)
 
     async def statistics(self, model: str = "", version: str = "") -> dict[str, Any]:

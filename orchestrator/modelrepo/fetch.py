@@ -37,7 +37,7 @@ from orchestrator.modelrepo.repository import (
     write_repository,
     write_version_policy,
 )
-from orchestrator.modelrepo.tensorrt import engine_identity, with_engine_identity
+from orchestrator.modelrepo.tensorrt import with_engine_identity
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,12 @@ def _carry_versions(old: ModelStore, new: ModelStore) -> dict[int, Path]:
             log.warning("%s version %d has no %s in %s; not kept", ARCFACE.name, version, name, old.batched)
             continue
         model = onnx.load(str(old.batched / name))
-        if model.graph.name == engine_identity(model, ARCFACE.name, version):
+        named = with_engine_identity(model, ARCFACE.name, version)
+        if model.graph.name == named.graph.name:
             # Nothing writes into a model file once it exists, so sharing its inode is safe.
             link_or_copy(old.batched / name, new.batched / name)
         else:
-            onnx.save(with_engine_identity(model, ARCFACE.name, version), str(new.batched / name))
+            onnx.save(named, str(new.batched / name))
         carried[version] = new.batched / name
     if carried:
         log.info("keeping %s versions %s", ARCFACE.name, sorted(carried))
