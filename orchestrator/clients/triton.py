@@ -45,8 +45,6 @@ def _refused(model: str, timed_out: bool, message: str) -> UpstreamUnavailable:
 
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-MAX_MESSAGE_BYTES = 2**31 - 1
-"""As tritonclient sets it: a batch of large images is far over gRPC's 4 MiB default."""
 
 
 def infer_request(info: ModelInfo, batch: np.ndarray) -> bytes:
@@ -69,8 +67,8 @@ def infer_outputs(response: bytes) -> dict[str, np.ndarray]:
 
 
 class TritonModels:
-    """Two gRPC channels to Triton (tritonclient's for metadata and statistics, one of
-    bytes for inference), and what it knows about each model version."""
+    """One gRPC channel to Triton (tritonclient's, with inference sent on it as bytes), and
+    what it knows about each model version."""
 
     def __init__(self, url: str, timeout_s: float = 10.0, executor: Executor | None = None) -> None:
         self.url = url
@@ -78,18 +76,15 @@ class TritonModels:
         self.executor = executor
         """Where requests are serialised (None: the loop's default executor)."""
         self._client = InferenceServerClient(url)
-        options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ]
-        self._channel = grpc.aio.insecure_channel(url, options=options)
-        self._model_infer = self._channel.unary_unary(MODEL_INFER)  # no (de)serialiser: bytes
+        # Inference as bytes on tritonclient's own channel: a second channel reconnected on
+        # its own backoff after a Triton restart, failing requests (503) that this one, ready
+        # again, would have carried (tests/e2e/test_faults.py).
+        self._model_infer = self._client._channel.unary_unary(MODEL_INFER)  # no (de)serialiser
         self._info: dict[tuple[str, str], ModelInfo] = {}
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
         await self._client.close()
-        await self._channel.close()
 
     async def __aenter__(self) -> TritonModels:
         return self
