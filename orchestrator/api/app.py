@@ -6,11 +6,9 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import cv2
 from fastapi import FastAPI
 
 from orchestrator.api import person_body, problems, responses
@@ -24,6 +22,7 @@ from orchestrator.api.routes import (
     duplicates,
     health,
     index,
+    jobs,
     keys,
     metrics,
     models,
@@ -33,25 +32,14 @@ from orchestrator.api.routes import (
     stats,
 )
 from orchestrator.api.shutdown import CloseWhileDraining, Draining
-from orchestrator.clients.search import SearchClient
-from orchestrator.clients.triton import TritonModels
 from orchestrator.clients.triton_control import ModelControl
 from orchestrator.core.resources import Resources
 from orchestrator.core.secret_files import hand_over_first_admin_key
 from orchestrator.core.settings import Settings
-from orchestrator.db.engine import default_database_url, make_engine, migrate
-from orchestrator.db.gallery import Gallery
-from orchestrator.gallery.enrolment import Enrolment
-from orchestrator.gallery.live_view import LiveView
 from orchestrator.gallery.model_keeper import ensure_live_versions, keep_live_versions, live_versions
 from orchestrator.gallery.rollout import RolloutRunner, process_name
-from orchestrator.gallery.score_keeper import ScoreKeeper
-from orchestrator.pipeline.face_pipeline import FacePipeline
-from orchestrator.pipeline.memory_budget import PixelBudget
-from orchestrator.recognition.cache import RecognitionCache
-from orchestrator.recognition.log_writer import RecognitionLogWriter
-from orchestrator.recognition.search_batching import SearchBatcher
-from orchestrator.recognition.service import Recognition
+from orchestrator.jobs.queue import make_celery
+from orchestrator.recognition.serving import open_serving
 from orchestrator.stats.minutes import MinuteWriter
 from orchestrator.stats.retention import keep_retention
 
@@ -79,50 +67,34 @@ def background(stack: AsyncExitStack, work: Coroutine[Any, Any, None], name: str
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with AsyncExitStack() as stack:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.database_url or default_database_url(settings.data_dir))
-        stack.callback(engine.dispose)
-        await asyncio.to_thread(migrate, engine)
-        gallery = Gallery(engine)
+        serving = await open_serving(stack, settings)
+        gallery, search, live, pipeline, scores = (
+            serving.gallery,
+            serving.search,
+            serving.live,
+            serving.pipeline,
+            serving.scores,
+        )
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         created = await asyncio.to_thread(gallery.ensure_first_admin, admin)
         if created and not admin:
             # Only its hash is stored; the plaintext goes to an owner-only file, not the log.
             hand_over_first_admin_key(settings.data_dir, created)
-
-        token = settings.search_token.get_secret_value() if settings.search_token else None
-        search = SearchClient(settings.search_service_urls, token=token)
-        stack.push_async_callback(search.aclose)
-        cache = RecognitionCache(settings.redis_url, ttl_s=settings.api.cache_ttl_s)
-        await cache.start()
-        stack.push_async_callback(cache.close)
-        executor = ThreadPoolExecutor(settings.api.cpu_workers, thread_name_prefix="pixels")
-        # Images already run in parallel on this pool; OpenCV's own pool on top only
-        # spins (sched_yield) against them and Triton for the same cores.
-        cv2.setNumThreads(1)
-        stack.callback(executor.shutdown, wait=False, cancel_futures=True)
-        triton = TritonModels(settings.triton_grpc_url, settings.triton.timeout_s, executor)
-        stack.push_async_callback(triton.close)
-
-        budget = PixelBudget(settings.api.pixel_budget_bytes)
-        app.state.metrics.pixel_bytes.set_function(lambda: budget.in_use)
-        pipeline = FacePipeline(triton, executor=executor, budget=budget)
-        live = LiveView(gallery, settings.api.refresh_s, settings.match, settings.match_threshold)
-        stack.push_async_callback(live.close)
-        log_writer = RecognitionLogWriter(gallery)
-        await log_writer.start()
-        stack.push_async_callback(log_writer.close)
+        app.state.metrics.pixel_bytes.set_function(lambda: serving.budget.in_use)
+        broker = make_celery(settings.redis_url) if settings.redis_url else None
+        background(stack, app.state.metrics.jobs.keep(gallery, broker), "job metrics")
         minutes = MinuteWriter(
             app.state.metrics.minutes, gallery.add_request_minutes, process_name(), settings.log.stats_flush_s
         )
         await minutes.start()
         stack.push_async_callback(minutes.close)
-        background(stack, keep_retention(gallery, settings.log), "log retention")
+        background(
+            stack, keep_retention(gallery, settings.log, settings.jobs.retention_days), "log retention"
+        )
         control = ModelControl(
             settings.triton_control_urls, settings.triton_metrics_url, settings.triton.timeout_s
         )
         stack.push_async_callback(control.close)
-        scores = ScoreKeeper(gallery, search, settings.match.neighbours)
         rollouts = RolloutRunner(
             gallery,
             search,
@@ -144,26 +116,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.resources = Resources(
             settings=settings,
             gallery=gallery,
-            triton=triton,
+            triton=serving.triton,
             search=search,
-            cache=cache,
+            cache=serving.cache,
             pipeline=pipeline,
-            recognition=Recognition(
-                live, SearchBatcher(search), pipeline, cache, log_writer, settings.match_threshold
-            ),
-            enrolment=Enrolment(
-                gallery,
-                search,
-                pipeline,
-                settings.quality,
-                scores=scores,
-                threshold_for=live.threshold,
-                match_threshold=settings.match_threshold,
-            ),
+            recognition=serving.recognition,
+            enrolment=serving.enrolment,
             live=live,
             reconciliation=reconciliation,
             rollouts=rollouts,
             scores=scores,
+            jobs=broker,
         )
         # What start-up made lives as long as the process: out of the collector's sight, a
         # full collection under load stops the event loop for ms, not 140 ms (measured).
@@ -197,6 +160,7 @@ def create_app(settings: Settings, in_flight: InFlightShare | None = None) -> Fa
         recognition_log.router,
         stats.router,
         calibration.router,
+        jobs.router,
         health.router,
         health.keyed_router,
         metrics.router,
@@ -212,7 +176,11 @@ def create_app(settings: Settings, in_flight: InFlightShare | None = None) -> Fa
         form_image_endpoints=people.ANALYSE_IMAGES_IN_FORMS,
     )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestContext, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.api.max_body_bytes,
+        body_limits={"/v1/jobs": settings.jobs.max_body_bytes},
+    )
     app.state.draining = Draining()
     app.add_middleware(CloseWhileDraining, draining=app.state.draining)
     return app

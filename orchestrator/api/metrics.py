@@ -16,6 +16,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.jobs.metrics import JobMetrics
 from orchestrator.stats.minutes import RequestMinutes
 from orchestrator.stats.tally import tallying
 
@@ -58,6 +59,7 @@ class ApiMetrics:
         self.faces = Gauge(
             "facerec_gallery_faces", "Faces in the gallery (at the last check).", registry=self.registry
         )
+        self.jobs = JobMetrics(self.registry)
 
 
 class MetricsMiddleware:

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Mapping
 
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -55,9 +56,13 @@ class RequestContext:
     a chunked body streams in, so an oversized upload is refused without buffering it.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})
+        """Paths that take larger bodies (a job's upload), with their limits."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,23 +92,24 @@ class RequestContext:
             response.headers["connection"] = "close"
             return response
 
+        limit = self.body_limits.get(scope["path"], self.max_body_bytes)
         try:
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                detail = f"the body is {declared} bytes; the limit is {self.max_body_bytes}"
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                detail = f"the body is {declared} bytes; the limit is {limit}"
                 await refusal_before_body(RequestTooLarge(detail), headers)(scope, receive, send_with_id)
                 return
             received = 0
             too_large = False
             replaced = False
-            streamed_detail = f"the body exceeds the limit of {self.max_body_bytes} bytes"
+            streamed_detail = f"the body exceeds the limit of {limit} bytes"
 
             async def limited_receive() -> Message:
                 nonlocal received, too_large
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
+                    if received > limit:
                         too_large = True
                         raise RequestTooLarge(streamed_detail)
                 return message

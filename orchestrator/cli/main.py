@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orchestrator.cli import calibrate, client, importer, models, serve
+from orchestrator.cli import calibrate, client, importer, jobs, models, serve
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import configure as configure_logging
 from orchestrator.modelrepo.fetch import ModelFetchError
@@ -119,6 +119,31 @@ def parser() -> argparse.ArgumentParser:
     orch.add_argument("--search-url", action="append", help="a search shard URL (repeat for shards)")
     orch.add_argument("--redis-url", help="cache server; default REDIS_URL or no cache")
 
+    worker = command("worker", "run a job worker (foreground; SIGTERM finishes its items)", jobs.cmd_worker)
+    worker.add_argument("--concurrency", type=int, help="items at once; default $FACEREC_JOBS__CONCURRENCY")
+    worker.add_argument("--name", help="its name in the items it does; default host-pid")
+    worker.add_argument("--triton-url", help="Triton gRPC host:port")
+    worker.add_argument("--search-url", action="append", help="a search shard URL (repeat for shards)")
+    worker.add_argument("--redis-url", help="the broker; default REDIS_URL")
+
+    job_commands = sub.add_parser("jobs", help="submit and follow jobs").add_subparsers(
+        dest="jobs_command", required=True
+    )
+    submit = command("submit", "upload a job and print its id", jobs.cmd_submit, job_commands)
+    submit.add_argument("images", type=Path, nargs="*", help="images, or folders of them")
+    submit.add_argument("--kind", choices=["recognize", "enrol"], default="recognize")
+    submit.add_argument("--archive", type=Path, metavar="ZIP", help="a zip (enrol: people.csv and photos)")
+    submit.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
+    submit.add_argument("--watch", action="store_true", help="then follow it as `jobs watch` does")
+    watch = command("watch", "a job's progress bar until it ends", jobs.cmd_watch, job_commands)
+    watch.add_argument("job_id", type=int)
+    listed = command("list", "the newest jobs", jobs.cmd_list, job_commands)
+    listed.add_argument("--state", choices=["queued", "running", "done", "failed", "cancelled"])
+    listed.add_argument("--limit", type=int, default=20)
+    for job_command in (submit, watch, listed):
+        job_command.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
+        job_command.add_argument("--api-key", default=os.environ.get("FACEREC_API_KEY"), help="an API key")
+
     verify = command("verify", "compare the largest face of two images", client.cmd_verify)
     verify.add_argument("first", type=Path)
     verify.add_argument("second", type=Path)
@@ -138,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(args.verbose or args.command in ("up", "orchestrator"))
+    configure_logging(args.verbose or args.command in ("up", "orchestrator", "worker"))
     try:
         return int(args.handler(args))
     except (ModelFetchError, TritonEnvironmentError, StartError, FacerecError) as error:

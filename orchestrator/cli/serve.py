@@ -18,8 +18,8 @@ import psutil
 from pydantic import SecretStr
 
 from orchestrator.api.in_flight import InFlightShare
+from orchestrator.cli.api_worker import worker_environment
 from orchestrator.cli.common import settings_from
-from orchestrator.cli.worker import worker_environment
 from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_token
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
@@ -31,6 +31,10 @@ from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 
 WORKER_START_S = 180.0
 """How long a worker may take to serve: migrations and the gallery's reconciliation run first."""
+
+
+JOB_WORKER_START_S = 120.0
+"""Its start opens the database and the services, as an API worker's does."""
 
 
 def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
@@ -136,7 +140,7 @@ def _serve_workers(settings: Settings) -> None:
     """
     signal.signal(signal.SIGTERM, _raise_stop)
     share = settings.model_copy(update={"api": settings.api.worker_share()})
-    command = [sys.executable, "-m", "orchestrator.cli.worker"]
+    command = [sys.executable, "-m", "orchestrator.cli.api_worker"]
     count = settings.api.workers
     try:
         with tempfile.TemporaryDirectory(prefix="facerec-workers-") as shared, Supervisor() as workers:
@@ -205,8 +209,24 @@ def start_search_service(settings: Settings, stack: contextlib.ExitStack) -> Man
     return start()
 
 
+def _start_job_worker(worker: ManagedProcess, settings: Settings) -> None:
+    """``facerec worker`` beside the API, on the settings ``up`` made (the local Valkey, the
+    search token), which travel in its environment, as the search service's token does."""
+    assert settings.redis_url is not None and settings.search_token is not None
+    env = {
+        **os.environ,
+        "FACEREC_DATA_DIR": str(settings.data_dir),
+        "FACEREC_PORT": str(settings.port),
+        "FACEREC_REDIS_URL": settings.redis_url,
+        "FACEREC_SEARCH_TOKEN": settings.search_token.get_secret_value(),
+    }
+    command = [sys.executable, "-m", "orchestrator.cli", "worker"]
+    worker.start(command, env=env).wait_until(lambda: " ready." in worker.log_tail(), JOB_WORKER_START_S)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Triton, the search service, a local Valkey (unless REDIS_URL is set) and the API, in the foreground.
+    """Triton, the search service, a local Valkey (unless REDIS_URL is set), a job worker and the
+    API, in the foreground.
 
     The servers are children kept up by a Supervisor, and they die with this process.
     """
@@ -230,6 +250,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 children.start(Child("valkey-server", valkey, valkey.start))
                 settings.redis_url = valkey.url
                 print(f"cache: local Valkey at {valkey.url}", flush=True)
+            worker = ManagedProcess(
+                "job worker", settings.logs_dir / "worker.log", own_group=True, die_with_parent=True
+            )
+            # Kept, not waited for: the API serves while the worker comes up (and jobs queue).
+            children.keep(Child(worker.name, worker, partial(_start_job_worker, worker, settings)))
             print(f"facerec API: http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
             _serve(settings)
     except (KeyboardInterrupt, _Stop):

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions, service_pb2
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
@@ -45,6 +45,25 @@ def _refused(model: str, timed_out: bool, message: str) -> UpstreamUnavailable:
 
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+RECONNECT_S = 2.0
+"""How long a call that failed waits for a channel that lost Triton to connect again: past
+the reconnect backoff's ceiling below, so a restarted Triton serves it; short, so a Triton
+that stays down is a 503 soon."""
+
+CHANNEL_ARGS = [
+    # tritonclient's defaults (the channel_args parameter replaces them all) ...
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", KeepAliveOptions().keepalive_time_ms),
+    ("grpc.keepalive_timeout_ms", KeepAliveOptions().keepalive_timeout_ms),
+    ("grpc.keepalive_permit_without_calls", KeepAliveOptions().keepalive_permit_without_calls),
+    ("grpc.http2.max_pings_without_data", KeepAliveOptions().http2_max_pings_without_data),
+    # ... and a reconnect backoff of at most 1 s, not gRPC's 120 s: each worker has its own
+    # channel, so one worker's readiness says nothing of another's backoff after a restart.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 def infer_request(info: ModelInfo, batch: np.ndarray) -> bytes:
@@ -75,7 +94,7 @@ class TritonModels:
         self.timeout_s = timeout_s
         self.executor = executor
         """Where requests are serialised (None: the loop's default executor)."""
-        self._client = InferenceServerClient(url)
+        self._client = InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         # Inference as bytes on tritonclient's own channel: a second channel reconnected on
         # its own backoff after a Triton restart, failing requests (503) that this one, ready
         # again, would have carried (tests/e2e/test_faults.py).
@@ -99,14 +118,14 @@ class TritonModels:
         async with self._lock:
             if key not in self._info:
                 try:
-                    meta: Any = await self._client.get_model_metadata(
-                        model, version, as_json=True, client_timeout=self.timeout_s
-                    )
-                    config: Any = await self._client.get_model_config(
-                        model, version, as_json=True, client_timeout=self.timeout_s
-                    )
+                    meta, config = await self._metadata(model, version)
                 except InferenceServerException as error:
-                    raise _unavailable(model, error) from error
+                    if not await self._reconnected():
+                        raise _unavailable(model, error) from error
+                    try:
+                        meta, config = await self._metadata(model, version)
+                    except InferenceServerException as again:
+                        raise _unavailable(model, again) from again
                 self._info[key] = ModelInfo(
                     name=model,
                     version=version,
@@ -115,6 +134,28 @@ class TritonModels:
                     max_batch_size=int(config["config"].get("max_batch_size", 0)),
                 )
         return self._info[key]
+
+    async def _metadata(self, model: str, version: str) -> tuple[Any, Any]:
+        meta = await self._client.get_model_metadata(
+            model, version, as_json=True, client_timeout=self.timeout_s
+        )
+        config = await self._client.get_model_config(
+            model, version, as_json=True, client_timeout=self.timeout_s
+        )
+        return meta, config
+
+    async def _reconnected(self) -> bool:
+        """After a failed call: whether the channel had lost Triton and has it again within
+        ``RECONNECT_S`` (a restart), so that the call is worth one more try. A channel that
+        lost its server fails every call at once while it backs off, before any is sent."""
+        channel = self._client._channel
+        if channel.get_state() is grpc.ChannelConnectivity.READY:
+            return False  # connected: the failure was Triton's own answer
+        try:
+            await asyncio.wait_for(channel.channel_ready(), min(self.timeout_s, RECONNECT_S))
+        except TimeoutError:
+            return False
+        return True
 
     async def infer(self, model: str, batch: np.ndarray, version: str = "1") -> dict[str, np.ndarray]:
         """Run a batch [N, ...] of the model's single input; outputs are [N, ...] each.
@@ -131,11 +172,20 @@ class TritonModels:
     async def _infer_one(self, info: ModelInfo, batch: np.ndarray) -> dict[str, np.ndarray]:
         request = await asyncio.get_running_loop().run_in_executor(self.executor, infer_request, info, batch)
         try:
-            response = await self._model_infer(request, timeout=self.timeout_s)
+            response = await self._send(request)
         except grpc.aio.AioRpcError as error:
             timed_out = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             raise _refused(info.name, timed_out, str(error.details())) from error
         return infer_outputs(response)
+
+    async def _send(self, request: bytes) -> bytes:
+        try:
+            return await self._model_infer(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or not await self._reconnected():
+                raise
+        # Never sent (the channel had no Triton): sent once more, now that it has.
+        return await self._model_infer(request, timeout=self.timeout_s)
 
     async def statistics(self, model: str = "", version: str = "") -> dict[str, Any]:
         stats: Any = await self._client.get_inference_statistics(

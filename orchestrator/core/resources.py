@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from celery import Celery
+
 from orchestrator.clients.search import SearchClient
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.settings import Settings
@@ -36,3 +38,5 @@ class Resources:
     reconciliation: Reconciliation
     rollouts: RolloutRunner
     scores: ScoreKeeper
+    jobs: Celery | None = None
+    """Where jobs' items are sent; None without a broker (no ``REDIS_URL``)."""

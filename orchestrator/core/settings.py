@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -166,6 +167,32 @@ class LogSettings(BaseModel):
     """How often each replica writes its request statistics of the minutes that are over."""
 
 
+class JobSettings(BaseModel):
+    """Jobs and ``facerec worker`` (``orchestrator/jobs``)."""
+
+    concurrency: PositiveInt = 8
+    """Items each worker keeps in flight: together they reach Triton's dynamic batcher."""
+    max_retries: NonNegativeInt = 5
+    """Attempts after the first for an item whose failure is transient (Triton or the search
+    service unavailable, a timeout); past them it goes to the dead letters."""
+    retry_backoff_s: PositiveFloat = 1.0
+    """The wait before the first retry, doubled for each next one (1+2+4+8+16 = 31 s of
+    outage ridden out with the defaults)."""
+    retry_backoff_max_s: PositiveFloat = 60.0
+    heartbeat_s: PositiveFloat = 5.0
+    """How often a worker says it is alive, and looks for the items of workers that are not."""
+    lost_after_s: PositiveFloat = 30.0
+    """A worker silent this long is gone: its running items are queued again."""
+    retention_days: PositiveInt = 7
+    """Ended jobs, their results and their images are removed this long after they end."""
+    max_items: PositiveInt = 10_000
+    """Images (or people, for an enrolment) in one job."""
+    max_body_bytes: PositiveInt = 256 * 1024 * 1024
+    """The largest upload of ``POST /v1/jobs``; other routes keep ``FACEREC_API__MAX_BODY_BYTES``."""
+    alive_file: Path | None = None
+    """A file the worker touches at each heartbeat, for a liveness probe to check its age."""
+
+
 class MatchSettings(BaseModel):
     """The threshold calibrated on the live gallery (``gallery/calibration.py``)."""
 
@@ -224,6 +251,7 @@ class Settings(BaseSettings):
     match: MatchSettings = MatchSettings()
     quality: QualitySettings = QualitySettings()
     log: LogSettings = LogSettings()
+    jobs: JobSettings = JobSettings()
     index: IndexSettings = IndexSettings()
     search_urls: list[str] = []
     """Search service shard URLs; default: the local one beside ``FACEREC_PORT``."""

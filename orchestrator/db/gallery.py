@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from orchestrator.db.face_scores import FaceScores
 from orchestrator.db.faces import Faces
+from orchestrator.db.jobs import Jobs
 from orchestrator.db.keys import Keys
 from orchestrator.db.people import People
 from orchestrator.db.recognition_log import RecognitionLogs
@@ -17,7 +18,7 @@ from orchestrator.db.rollouts import Rollouts
 from orchestrator.db.state import State
 
 
-class Gallery(People, Faces, FaceScores, State, Keys, RecognitionLogs, RequestStatistics, Rollouts):
+class Gallery(People, Faces, FaceScores, State, Keys, RecognitionLogs, RequestStatistics, Rollouts, Jobs):
     """Every operation opens its own session; synchronous, call from a worker thread.
 
     >>> gallery = Gallery(make_engine(url)); migrate(gallery.engine)

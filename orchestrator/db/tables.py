@@ -578,3 +578,8 @@ class GalleryStatePublic(DbModel):
     pending_model_version: str | None
     pending_collection: str | None
     updated_at: datetime
+
+
+# The job tables live in their own module and in this metadata: imported here so that every
+# user of the metadata (the migrations, their test) sees them.
+from orchestrator.db import job_tables as _job_tables  # noqa: E402, F401

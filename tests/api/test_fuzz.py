@@ -20,8 +20,11 @@ with a documented 400 or 415, so there only the check that valid data is accepte
 
 from __future__ import annotations
 
+import io
+import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api.app import create_app
 from orchestrator.core.settings import Settings
+from orchestrator.jobs.queue import QUEUES, make_celery
 from tests.api.conftest import Api, Seeded
 
 pytestmark = pytest.mark.unit
@@ -83,8 +87,34 @@ def _images() -> list[bytes]:
 IMAGES = _images()
 
 
+def _zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+JOB_ARCHIVES = {
+    "recognize": _zipped({f"image-{n}.img": image for n, image in enumerate(IMAGES)}),
+    "enrol": _zipped({"people.csv": b"external_id,name,photos\nfuzz-1,Fuzz,a.png\n", "a.png": IMAGES[0]}),
+}
+"""A job's archive, by the job's kind: images to recognise, or people.csv and a photo to enrol."""
+
+
+def job_with_work(body: dict[str, Any]) -> dict[str, Any]:
+    """A job's body with what its kind needs, which its schema cannot require: an archive to
+    enrol; images (files, or an archive) to recognise."""
+    if body.get("kind") == "enrol":
+        body.setdefault("archive", Binary(JOB_ARCHIVES["enrol"]))
+    elif not body.get("files") and "archive" not in body:
+        body["files"] = [Binary(IMAGES[0])]
+    return body
+
+
 def images_for_files(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
-    """The file parts of an upload meant to be valid become images (every form field here is a file).
+    """The file parts of an upload meant to be valid become images, a job's archive a zip of what
+    its kind takes, and a job without its images or archive gets them (:func:`job_with_work`).
 
     Which image is picked from the bytes that were generated, so the run stays deterministic.
     The case keeps the validity it was generated with: schemathesis cannot validate bytes, and
@@ -103,12 +133,18 @@ def images_for_files(context: schemathesis.HookContext, case: schemathesis.Case)
         data = generated.data if isinstance(generated, Binary) else str(generated).encode()
         return Binary(IMAGES[zlib.crc32(data) % len(IMAGES)])
 
+    kind = case.body.get("kind")
+
     def part(name: str, value: object) -> object:
+        if name == "archive":  # a job's: a zip of what its kind takes
+            return Binary(JOB_ARCHIVES.get(str(kind), JOB_ARCHIVES["recognize"]))
         if name not in FILE_PARTS:
-            return value  # a form field the spec does not declare: the server ignores it
+            return value  # a text field, or one the spec does not declare (the server ignores it)
         return [image(item) for item in value] if isinstance(value, list) else image(value)
 
     case.body = {name: part(name, value) for name, value in case.body.items()}
+    if case.path == "/v1/jobs":
+        case.body = job_with_work(case.body)
     meta.clear_dirty(ParameterLocation.BODY)
     return case
 
@@ -163,12 +199,18 @@ uploads = spec_of().include(path_regex=UPLOADS)
 
 @pytest.fixture
 def served(api: Api) -> Iterator[Seeded]:
-    """The module's app serving the gallery and fakes of this test's harness."""
-    APP.state.resources = api.app.state.resources
+    """The module's app serving the gallery and fakes of this test's harness, and a broker (Celery
+    on kombu's in-memory transport): without one the jobs routes answer 503, a server error."""
+    broker = make_celery("memory://")
+    APP.state.resources = replace(api.app.state.resources, jobs=broker)
     try:
         yield api.seeded
     finally:
         del APP.state.resources
+        with broker.connection_for_write() as connection:  # the transport's queues are the process's
+            for queue in QUEUES:
+                connection.default_channel.queue_purge(queue)
+        broker.close()
 
 
 def refused_in_the_answer(case: schemathesis.Case) -> list[Any]:

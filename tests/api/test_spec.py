@@ -55,6 +55,14 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/v1/people/duplicates"): {200, 422} | ADMIN,
     ("GET", "/v1/calibration"): {200, 422} | ADMIN,
     ("POST", "/v1/calibration/recompute"): {200, 503} | ADMIN,
+    # Any key; 403 is an enrol job sent with a recognize key. 503: no broker, or it is away.
+    ("POST", "/v1/jobs"): {202, 400, 403, 413, 422, 503} | AUTH,
+    ("GET", "/v1/jobs"): {200, 422} | AUTH,
+    ("GET", "/v1/jobs/dead-letters"): {200, 422} | AUTH,
+    ("GET", "/v1/jobs/{job_id}"): {200, 404, 422} | AUTH,
+    ("GET", "/v1/jobs/{job_id}/items"): {200, 404, 422} | AUTH,
+    ("POST", "/v1/jobs/{job_id}/cancel"): {200, 404, 409, 422} | AUTH,
+    ("POST", "/v1/jobs/{job_id}/retry"): {200, 404, 409, 422, 503} | AUTH,
 }
 """Every status each route can answer: its success, its auth (401, 403 on admin routes), 404
 for an id, 409 for a conflict, 400/413/415/422 for a body, 503 where Triton, the search

@@ -36,6 +36,19 @@ pytestmark = pytest.mark.unit
 # so an API removed since then shows up.
 OLDEST = "1.29"
 
+# Custom resources: kubernetes-validate ships the built-in kinds only. Each is checked field by
+# field in the module named.
+CUSTOM_RESOURCES = {("keda.sh/v1alpha1", "ScaledObject"): "tests/deploy/test_worker.py"}
+
+
+def schema_cases() -> list[Any]:
+    cases = []
+    for manifest in manifests():
+        checked_by = CUSTOM_RESOURCES.get((manifest.doc["apiVersion"], manifest.kind))
+        marks = [pytest.mark.skip(reason=f"custom resource: no schema here, {checked_by} checks it")]
+        cases.append(pytest.param(manifest, marks=marks if checked_by else []))
+    return cases
+
 
 @pytest.fixture(scope="module")
 def kubernetes_validate() -> Any:
@@ -46,7 +59,7 @@ def kubernetes_validate() -> Any:
     return kubernetes_validate
 
 
-@pytest.mark.parametrize("manifest", manifests(), ids=str)
+@pytest.mark.parametrize("manifest", schema_cases(), ids=str)
 def test_manifest_matches_its_kubernetes_schema(manifest: Manifest, kubernetes_validate) -> None:
     for version in (OLDEST, kubernetes_validate.utils.latest_version()):
         try:

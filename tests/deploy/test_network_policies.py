@@ -53,11 +53,14 @@ def workload_pods() -> dict[str, Pod]:
     return {m.name: pod_of(m.doc) for m in manifests() if m.kind in ("Deployment", "StatefulSet", "Job")}
 
 
-# Pods outside the namespace: where the policies expect Prometheus and the ingress controller,
-# a pod of another application, and one that labels itself as the orchestrator elsewhere.
+# Pods outside the namespace: where the policies expect Prometheus, the ingress controller and
+# KEDA's operator (with its metrics server beside it), a pod of another application, and one
+# that labels itself as the orchestrator elsewhere.
 OUTSIDE = {
     "prometheus": Pod("monitoring", ((NAME, "prometheus"),)),
     "ingress-controller": Pod("ingress-nginx", ((NAME, "ingress-nginx"),)),
+    "keda-operator": Pod("keda", (("app", "keda-operator"), (NAME, "keda-operator"))),
+    "keda-metrics-server": Pod("keda", (("app", "keda-operator-metrics-apiserver"),)),
     "stranger": Pod("default", ((NAME, "something-else"),)),
     "impostor": Pod("default", ((NAME, "orchestrator"),)),
 }
@@ -72,6 +75,23 @@ EXPECTED = {
     ("orchestrator", "triton", 8001),
     ("orchestrator", "triton", 8002),
     ("orchestrator", "redis", 6379),
+    ("worker", "search", 8100),
+    ("worker", "triton", 8001),
+    ("worker", "redis", 6379),
+    ("keda-operator", "redis", 6379),
+}
+
+# The settings each client dials. The worker runs jobs, not rollouts: model control and drains
+# (Triton's control addresses, its metrics) are the API's.
+DIALED = {
+    "orchestrator": (
+        "FACEREC_TRITON__URL",
+        "FACEREC_TRITON__CONTROL_URLS",
+        "FACEREC_TRITON__METRICS_URL",
+        "REDIS_URL",
+        "FACEREC_SEARCH_URLS",
+    ),
+    "worker": ("FACEREC_TRITON__URL", "REDIS_URL", "FACEREC_SEARCH_URLS"),
 }
 
 
@@ -153,16 +173,15 @@ def target_port(service: str, port: int) -> int:
     return container_ports(service)[target] if isinstance(target, str) else int(target)
 
 
-def configured_addresses() -> list[tuple[str, int]]:
-    """(Service, port) of every address the orchestrator's ConfigMap sends it to."""
-    env = container_environment(one("Deployment", "orchestrator"), "orchestrator")
-    urls = [
-        f"grpc://{env['FACEREC_TRITON__URL']}",
-        *(f"grpc://{url}" for url in json.loads(str(env["FACEREC_TRITON__CONTROL_URLS"]))),
-        str(env["FACEREC_TRITON__METRICS_URL"]),
-        str(env["REDIS_URL"]),
-        *json.loads(str(env["FACEREC_SEARCH_URLS"])),
-    ]
+def configured_addresses(client: str = "orchestrator") -> list[tuple[str, int]]:
+    """(Service, port) of every address the client's configuration sends it to."""
+    env = container_environment(one("Deployment", client), client)
+    urls = []
+    for name in DIALED[client]:
+        value = str(env[name])
+        values = json.loads(value) if value.startswith("[") else [value]
+        # Triton's gRPC addresses are host:port, without a scheme.
+        urls += [v if "://" in v else f"grpc://{v}" for v in values]
     found = []
     for url in urls:
         parts = urlsplit(url)
@@ -214,23 +233,39 @@ def test_search_and_triton_take_the_orchestrator_and_prometheus_on_metrics_only(
     )
     for name, client in clients().items():
         reachable = {port for port in container_ports(service).values() if allowed(target, client, port)}
-        if name == "orchestrator":
+        if name in DIALED:
             # Exactly the ports its configuration names: Triton's HTTP control port is not one.
             assert reachable == {
-                target_port(s, port) for s, port in configured_addresses() if workload_name(s) == service
-            }
+                target_port(s, port) for s, port in configured_addresses(name) if workload_name(s) == service
+            }, name
         elif name == "prometheus":
             assert reachable == {metrics_port}
         else:
             assert not reachable, f"{name} reaches {service} on {sorted(reachable)}"
 
 
-def test_the_orchestrator_reaches_every_address_it_is_configured_with() -> None:
-    orchestrator = workload_pods()["orchestrator"]
-    addresses = configured_addresses()
+@pytest.mark.parametrize("client", list(DIALED))
+def test_each_client_reaches_every_address_it_is_configured_with(client: str) -> None:
+    pod = workload_pods()[client]
+    addresses = configured_addresses(client)
     assert {workload_name(service) for service, _ in addresses} == {"triton", "search", "redis"}
     for service, port in addresses:
-        assert allowed(service_pod(service), orchestrator, target_port(service, port)), f"{service}:{port}"
+        assert allowed(service_pod(service), pod, target_port(service, port)), f"{service}:{port}"
+
+
+def test_outbound_traffic_is_not_restricted() -> None:
+    """The orchestrator and the workers reach PostgreSQL wherever it runs, outside this namespace."""
+    for policy in policies():
+        assert policy["spec"]["policyTypes"] == ["Ingress"], policy["metadata"]["name"]
+
+
+def test_keda_reads_the_job_lists_on_the_port_its_triggers_name() -> None:
+    (scaled,) = [m.doc for m in manifests() if m.kind == "ScaledObject"]
+    for trigger in scaled["spec"]["triggers"]:
+        address = urlsplit(f"//{trigger['metadata']['address']}")
+        service = str(address.hostname).split(".")[0]
+        port = target_port(service, int(address.port or 0))
+        assert allowed(service_pod(service), OUTSIDE["keda-operator"], port), trigger["name"]
 
 
 def test_prometheus_reaches_every_annotated_metrics_port() -> None:
@@ -244,8 +279,9 @@ def test_prometheus_reaches_every_annotated_metrics_port() -> None:
             ), manifest.name
 
 
-def test_the_models_job_takes_no_connections() -> None:
-    job = workload_pods()["models-fetch"]
-    assert [p["metadata"]["name"] for p in policies() if selects(p, job)] == ["default-deny-ingress"]
+@pytest.mark.parametrize("workload", ["models-fetch", "worker"])
+def test_the_models_job_and_the_workers_take_no_connections(workload: str) -> None:
+    pod = workload_pods()[workload]
+    assert [p["metadata"]["name"] for p in policies() if selects(p, pod)] == ["default-deny-ingress"]
     for client in clients().values():
-        assert not allowed(job, client, 8000)
+        assert not allowed(pod, client, 8000)

@@ -92,6 +92,20 @@ def test_orchestrator_environment_uses_setting_names(where: str, monkeypatch: py
     assert settings.triton.url and settings.search_urls and settings.redis_url
 
 
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_worker_environment_uses_setting_names(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`facerec worker` reads the orchestrator's settings, its FACEREC_JOBS__ group included."""
+    env = {
+        "compose": compose_environment("worker"),
+        "k8s": container_environment(one("Deployment", "worker"), "worker"),
+    }[where]
+    unknown = set(env) - ORCHESTRATOR_NAMES
+    assert not unknown, f"not orchestrator settings: {sorted(unknown)}"
+    settings = build(Settings, env, monkeypatch)
+    assert settings.triton.url and settings.search_urls and settings.redis_url
+    assert settings.jobs.alive_file and settings.jobs.alive_file.is_absolute()
+
+
 def test_orchestrator_secrets_are_settings_fields() -> None:
     env = container_environment(one("Deployment", "orchestrator"), "orchestrator")
     assert {"DATABASE_URL", "FACEREC_ADMIN_KEY", "FACEREC_SEARCH_TOKEN"} <= set(env) & ORCHESTRATOR_NAMES

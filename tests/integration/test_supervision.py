@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from orchestrator.core.settings import ApiSettings
 from orchestrator.modelrepo.fetch import ModelStore
 from orchestrator.runtime.triton_env import TritonEnvironment
 from tests.e2e.flows import best_name, create_person, enrol, recognize
+from tests.support import augment
 from tests.support.stack import ADMIN_KEY
 
 pytestmark = pytest.mark.integration
@@ -52,8 +54,10 @@ class StackProcess:
         ):
             if kind in self.command:
                 return kind
-        if "orchestrator.cli.worker" in self.command:
+        if "orchestrator.cli.api_worker" in self.command:
             return "worker"
+        if "orchestrator.cli worker" in self.command:
+            return "job worker"
         return "up" if "orchestrator.cli" in self.command else "other"
 
 
@@ -287,6 +291,31 @@ def test_a_killed_triton_is_restarted_and_its_stubs_go(stack: Up, photos: Path) 
     assert _recognised(stack, photos, top_k=2) == "Barack Obama"
 
 
+def test_ups_job_worker_does_a_job_and_is_restarted_when_killed(stack: Up, photos: Path) -> None:
+    def job_done(client: httpx.Client, probe: bytes) -> dict[str, Any]:
+        files = [("files", ("probe.jpg", probe, "image/jpeg"))]
+        job = client.post("/v1/jobs", data={"kind": "recognize"}, files=files).json()
+        eventually(
+            lambda: client.get(f"/v1/jobs/{job['job_id']}").json()["state"] == "done",
+            RESTART_LIMIT_S,
+            "the job",
+        )
+        return dict(client.get(f"/v1/jobs/{job['job_id']}/items").json()["items"][0])
+
+    obama3 = (photos / "obama3.jpg").read_bytes()
+    with stack.client() as client:
+        assert job_done(client, augment.with_comment(obama3, "up-1"))["recognised"] == "Barack Obama"
+        worker = stack.one("job worker")
+        os.kill(worker.pid, signal.SIGKILL)
+        eventually(
+            lambda: [p.pid for p in stack.of_kind("job worker")] not in ([], [worker.pid]),
+            RESTART_LIMIT_S,
+            "the job worker restarted",
+        )
+        assert job_done(client, augment.with_comment(obama3, "up-2"))["recognised"] == "Barack Obama"
+    assert f"job worker (pid {worker.pid}) died with signal SIGKILL" in stack.log()
+
+
 def test_a_killed_search_service_is_restarted_with_its_collections(stack: Up, photos: Path) -> None:
     search = stack.one("search_service")
     os.kill(search.pid, signal.SIGKILL)
@@ -313,8 +342,10 @@ def _full_stack(up: Up) -> None:
     """One of each, the API's workers, and Triton's stubs (one per model instance).
 
     Waited for: the API is ready once its first worker is; the others start after it."""
-    expected = ["reaper", "search_service", "tritonserver", "up", "valkey-server"]
-    expected += ["worker"] * ApiSettings().workers
+    expected = sorted(
+        ["job worker", "reaper", "search_service", "tritonserver", "up", "valkey-server"]
+        + ["worker"] * ApiSettings().workers
+    )
 
     def census() -> bool:
         kinds = sorted(p.kind for p in up.processes())

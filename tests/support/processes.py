@@ -103,3 +103,15 @@ class SearchServiceProcess(ChildProcess):
             {"FACEREC_SEARCH_DEVICE": "cpu", "FACEREC_SEARCH_TOKEN": self.token, **env},
             "/health",
         )
+
+
+class JobWorkerProcess(ChildProcess):
+    """``facerec worker`` with a stack's environment: no port; ready once Celery says so."""
+
+    def __init__(self, name: str, log_dir: Path, env: dict[str, str | None], concurrency: int = 8) -> None:
+        args = ["-m", "orchestrator.cli", "worker", "--name", name, "--concurrency", str(concurrency)]
+        super().__init__(name, args, log_dir, env, "")
+
+    def wait_ready(self, timeout_s: float = 90.0) -> Self:
+        self.proc.wait_until(lambda: " ready." in self.proc.log_tail(200), timeout_s)
+        return self

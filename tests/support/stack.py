@@ -16,7 +16,7 @@ import redis
 
 from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import unavailable
-from tests.support.processes import ChildProcess, SearchServiceProcess
+from tests.support.processes import ChildProcess, JobWorkerProcess, SearchServiceProcess
 
 ADMIN_KEY = "frk_e2e-admin-key-for-tests-only-0123456789"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -93,6 +93,12 @@ class Stack:
     def stop(self) -> None:
         self.api.stop()
         self.search.stop()
+
+    def job_worker(
+        self, name: str, concurrency: int = 8, env: dict[str, str] | None = None
+    ) -> JobWorkerProcess:
+        """A ``facerec worker`` on this stack's services and database (not started)."""
+        return JobWorkerProcess(name, self.root / "logs", {**self.api.env, **(env or {})}, concurrency)
 
     def client(self, key: str | None = ADMIN_KEY) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}

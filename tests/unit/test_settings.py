@@ -71,7 +71,7 @@ def test_workers_share_the_limits_which_are_for_them_all() -> None:
 
 
 def test_a_worker_gets_its_parents_settings_secrets_included() -> None:
-    from orchestrator.cli.worker import WORKER_SETTINGS, worker_environment
+    from orchestrator.cli.api_worker import WORKER_SETTINGS, worker_environment
 
     settings = Settings(
         port=8123, search_token="t" * MIN_SECRET_CHARS, redis_url="redis://127.0.0.1:7/0", api={"workers": 2}

@@ -1,5 +1,5 @@
 """One of ``FACEREC_API__WORKERS`` orchestrator processes on one port:
-``python -m orchestrator.cli.worker``, started by ``facerec orchestrator`` or ``facerec up``.
+``python -m orchestrator.cli.api_worker``, started by ``facerec orchestrator`` or ``facerec up``.
 
 It serves with the settings its parent was given, the command line's and what ``up`` set
 itself (the local cache's URL, the search token), with its share of the limits, and where

@@ -1,0 +1,1 @@
+"""Jobs: large batches queued by the API and done by ``facerec worker`` processes on Celery."""
