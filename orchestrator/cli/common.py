@@ -15,3 +15,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if getattr(args, "port", None):
         overrides["port"] = args.port
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def with_services(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` with the command line's --triton-url, --search-url and --redis-url on top."""
+    if args.triton_url:
+        settings.triton.url = args.triton_url
+    if args.search_url:
+        settings.search_urls = args.search_url
+    if args.redis_url:
+        settings.redis_url = args.redis_url
+    return settings

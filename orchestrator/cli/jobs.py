@@ -13,7 +13,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestrator.cli.common import settings_from
+from orchestrator.cli.common import settings_from, with_services
 
 ENDED = ("done", "failed", "cancelled")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -23,13 +23,7 @@ POLL_S = 0.5
 def cmd_worker(args: argparse.Namespace) -> int:
     from orchestrator.jobs.worker import default_name, run_worker
 
-    settings = settings_from(args)
-    if args.triton_url:
-        settings.triton.url = args.triton_url
-    if args.search_url:
-        settings.search_urls = args.search_url
-    if args.redis_url:
-        settings.redis_url = args.redis_url
+    settings = with_services(settings_from(args), args)
     run_worker(settings, args.name or default_name(), args.concurrency or settings.jobs.concurrency)
     return 0
 

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from orchestrator.api.in_flight import InFlightShare
 from orchestrator.cli.api_worker import worker_environment
-from orchestrator.cli.common import settings_from
+from orchestrator.cli.common import settings_from, with_services
 from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_token
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
@@ -263,14 +263,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_orchestrator(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    if args.triton_url:
-        settings.triton.url = args.triton_url
-    if args.search_url:
-        settings.search_urls = args.search_url
-    if args.redis_url:
-        settings.redis_url = args.redis_url
-    _serve(settings)
+    _serve(with_services(settings_from(args), args))
     return 0
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -78,15 +78,18 @@ def _item(item: JobItem) -> JobItemPublic:
     return JobItemPublic.model_validate(item.model_dump())
 
 
+def _item_in(job_id: int, index: int, state: str) -> tuple[Any, ...]:
+    """One item while it is in ``state``: the guard of each of its transitions."""
+    return (col(JobItem.job_id) == job_id, col(JobItem.index) == index, col(JobItem.state) == state)
+
+
 def _back_to_queue(session: Session, rows: Sequence[Any], *conditions: Any) -> list[Requeued]:
     """Running items (job id, index, priority) queued again, each if it is still running so."""
     requeued = []
     for job_id, index, priority in rows:
         back = session.execute(
             update(JobItem)
-            .where(
-                col(JobItem.job_id) == job_id, col(JobItem.index) == index, col(JobItem.state) == "running"
-            )
+            .where(*_item_in(job_id, index, "running"))
             .where(*conditions)
             .values(state="queued", worker=None)
         )
@@ -171,9 +174,7 @@ class Jobs(Store):
                 return None
             taken = session.execute(
                 update(JobItem)
-                .where(
-                    col(JobItem.job_id) == job_id, col(JobItem.index) == index, col(JobItem.state) == "queued"
-                )
+                .where(*_item_in(job_id, index, "queued"))
                 .values(
                     state="running",
                     worker=worker,
@@ -225,11 +226,7 @@ class Jobs(Store):
         with self._writing() as session:
             ended = session.execute(
                 update(JobItem)
-                .where(
-                    col(JobItem.job_id) == job_id,
-                    col(JobItem.index) == index,
-                    col(JobItem.state) == "running",
-                )
+                .where(*_item_in(job_id, index, "running"))
                 .values(
                     state=state,
                     finished_at=now,
@@ -259,11 +256,7 @@ class Jobs(Store):
         with self._writing() as session:
             back = session.execute(
                 update(JobItem)
-                .where(
-                    col(JobItem.job_id) == job_id,
-                    col(JobItem.index) == index,
-                    col(JobItem.state) == "running",
-                )
+                .where(*_item_in(job_id, index, "running"))
                 .values(state="queued", worker=None, error=error)
             )
             return bool(back.rowcount == 1)  # type: ignore[attr-defined]
@@ -304,11 +297,13 @@ class Jobs(Store):
             return _back_to_queue(session, unheld, col(JobItem.worker) == worker)
 
     def stranded_items(
-        self, created_before: datetime, priorities: Sequence[str], limit: int
+        self, created_before: datetime, tried_before: datetime, priorities: Sequence[str], limit: int
     ) -> list[Requeued]:
-        """Items never tried, of live jobs made before ``created_before`` at these priorities:
-        where the broker's queue is empty, their messages are gone (a broker restarted without
-        persistence, an API killed between storing a job and sending it)."""
+        """Queued items of live jobs at these priorities whose message is overdue: never tried,
+        of a job made before ``created_before``; or tried, last begun before ``tried_before``
+        (past any retry's countdown). Where the broker's queue is empty, their messages are
+        gone: a broker restarted without persistence, a process killed or cut off from the
+        broker between recording an item and sending its message."""
         with self._reading() as session:
             rows = session.execute(
                 select(col(JobItem.job_id), col(JobItem.index), col(Job.priority))
@@ -316,9 +311,11 @@ class Jobs(Store):
                 .where(
                     col(Job.state).in_(("queued", "running")),
                     col(Job.priority).in_(priorities),
-                    col(Job.created_at) < created_before,
                     col(JobItem.state) == "queued",
-                    col(JobItem.attempts) == 0,
+                    or_(
+                        and_(col(JobItem.attempts) == 0, col(Job.created_at) < created_before),
+                        and_(col(JobItem.attempts) > 0, col(JobItem.started_at) < tried_before),
+                    ),
                 )
                 .order_by(col(JobItem.job_id), col(JobItem.index))
                 .limit(limit)

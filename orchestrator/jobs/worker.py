@@ -160,9 +160,11 @@ class ItemRunner:
         empty = [priority for priority, length in lengths.items() if length == 0]
         if not empty or not await asyncio.to_thread(take_turn, self.queue, "stranded", lost_after_s):
             return []
-        created_before = utcnow() - timedelta(seconds=lost_after_s)
+        now = utcnow()
+        created_before = now - timedelta(seconds=lost_after_s)
+        tried_before = created_before - timedelta(seconds=self.settings.jobs.retry_backoff_max_s)
         return await asyncio.to_thread(
-            self._serving.gallery.stranded_items, created_before, empty, STRANDED_BATCH
+            self._serving.gallery.stranded_items, created_before, tried_before, empty, STRANDED_BATCH
         )
 
     async def _send(self, items: list[Requeued]) -> None:

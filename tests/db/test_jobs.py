@@ -192,17 +192,25 @@ def test_a_workers_running_items_it_does_not_hold_are_queued_again(gallery: Gall
     assert gallery.requeue_unheld("w2", set(), as_of) != []  # another worker's are its own business
 
 
-def test_never_tried_items_of_live_jobs_are_found_stranded(gallery: Gallery) -> None:
+def test_queued_items_whose_message_is_overdue_are_found_stranded(gallery: Gallery) -> None:
     low, high = _job(gallery, 2, "low"), _job(gallery, 2, "high")
     gallery.claim_item(low, 0, "w1")
     gallery.claim_item(high, 1, "w1")
-    gallery.requeue_item(high, 1, {"status": 503})  # tried once: its retry's message is held
-    later = utcnow() + timedelta(seconds=1)
-    assert [(r.job_id, r.index) for r in gallery.stranded_items(later, ["low", "high"], 10)] == [
+    gallery.requeue_item(high, 1, {"status": 503})  # tried once: its retry's message may be held
+    now, later = utcnow(), utcnow() + timedelta(seconds=1)
+    both = ["low", "high"]
+    assert [
+        (r.job_id, r.index) for r in gallery.stranded_items(later, now - timedelta(minutes=1), both, 10)
+    ] == [
         (low, 1),
         (high, 0),
     ]
-    assert [r.index for r in gallery.stranded_items(later, ["high"], 10)] == [0]
-    assert gallery.stranded_items(utcnow() - timedelta(minutes=1), ["low", "high"], 10) == []
+    # Past any retry's countdown, the tried one is overdue too.
+    assert [(r.job_id, r.index) for r in gallery.stranded_items(later, later, ["high"], 10)] == [
+        (high, 0),
+        (high, 1),
+    ]
+    early = now - timedelta(minutes=1)
+    assert gallery.stranded_items(early, early, both, 10) == []
     gallery.cancel_job(low)
-    assert [r.job_id for r in gallery.stranded_items(later, ["low", "high"], 10)] == [high]
+    assert {r.job_id for r in gallery.stranded_items(later, later, both, 10)} == {high}
