@@ -333,12 +333,15 @@ class Jobs(Store):
             return [Requeued(job_id, index, priority) for index, priority in rows]
 
     def cancel_job(self, job_id: int) -> JobPublic:
-        """Stop a job: its queued items are cancelled, its running ones end as they will."""
+        """Stop a job: its queued items are cancelled, its running ones end as they will. A
+        cancelled job is answered as it is (a cancel sent again, its answer lost, succeeds)."""
         now = utcnow()
         with self._writing() as session:
             job = session.get(Job, job_id)
             if job is None:
                 raise NotFound(f"job {job_id} not found")
+            if job.state == "cancelled":
+                return public_job(job)
             if job.state not in ("queued", "running"):
                 raise Conflict(f"job {job_id} is {job.state}; only a queued or running job can be cancelled")
             session.execute(

@@ -27,12 +27,14 @@ from orchestrator.clients.triton import TritonModels
 from orchestrator.core.resources import Resources
 from orchestrator.core.settings import ApiSettings, Settings
 from orchestrator.db import Gallery, default_database_url, make_engine, migrate
+from orchestrator.db.jobs import NewItem
 from orchestrator.db.tables import PersonCreate
 from orchestrator.gallery.enrolment import Enrolment
 from orchestrator.gallery.index_sync import Reconciliation
 from orchestrator.gallery.live_view import LiveView
 from orchestrator.gallery.rollout import RolloutRunner
 from orchestrator.gallery.score_keeper import ScoreKeeper
+from orchestrator.jobs.queue import make_celery
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.recognition.cache import RecognitionCache
 from orchestrator.recognition.service import Recognition
@@ -89,6 +91,7 @@ class Seeded:
     face_id: int
     spare_key_id: int
     rollout_id: int
+    job_id: int
 
     def path(self, template: str) -> str:
         return template.format(
@@ -96,6 +99,7 @@ class Seeded:
             face_id=self.face_id,
             key_id=self.spare_key_id,
             rollout_id=self.rollout_id,
+            job_id=self.job_id,
         )
 
 
@@ -134,7 +138,10 @@ def seed(gallery: Gallery) -> Seeded:
     )
     rollout = gallery.start_rollout("1", "2", "arcface-v2-g1")
     gallery.update_rollout(rollout.rollout_id, state="done", progress=1.0)
-    return Seeded(ADMIN_KEY, recognize_key, spare_key, person.id, face.face_id, spare.id, rollout.rollout_id)
+    job = gallery.create_job("recognize", "normal", "key:1", {}, [NewItem("face.png", [("face.png", crop)])])
+    return Seeded(
+        ADMIN_KEY, recognize_key, spare_key, person.id, face.face_id, spare.id, rollout.rollout_id, job.job_id
+    )
 
 
 def build_resources(settings: Settings, gallery: Gallery, seeded: Seeded) -> Resources:
@@ -157,6 +164,8 @@ def build_resources(settings: Settings, gallery: Gallery, seeded: Seeded) -> Res
         rollouts=cast(RolloutRunner, FakeRollouts(gallery)),
         # Over the fake index: no route here keeps scores (the fake enrolment keeps none).
         scores=ScoreKeeper(gallery, search, settings.match.neighbours),
+        # Celery on kombu's in-memory transport: the messages are sent, no worker takes them.
+        jobs=make_celery("memory://"),
     )
 
 

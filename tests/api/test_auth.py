@@ -43,6 +43,14 @@ ROLES: dict[Route, str] = {
     ("GET", "/v1/people/{person_id}/faces"): ANY_KEY,
     ("GET", "/v1/faces/{face_id}/image"): ANY_KEY,
     ("GET", "/health/detailed"): ANY_KEY,
+    # Jobs: a recognize job is recognition; its enrol kind checks for admin in the route.
+    ("POST", "/v1/jobs"): ANY_KEY,
+    ("GET", "/v1/jobs"): ANY_KEY,
+    ("GET", "/v1/jobs/dead-letters"): ANY_KEY,
+    ("GET", "/v1/jobs/{job_id}"): ANY_KEY,
+    ("GET", "/v1/jobs/{job_id}/items"): ANY_KEY,
+    ("POST", "/v1/jobs/{job_id}/cancel"): ANY_KEY,
+    ("POST", "/v1/jobs/{job_id}/retry"): ANY_KEY,
     # Everything else changes the gallery, the keys or the model: admin only.
     ("POST", "/v1/people"): ADMIN,
     ("PATCH", "/v1/people/{person_id}"): ADMIN,
@@ -84,6 +92,7 @@ VALID_REQUESTS: dict[Route, dict[str, Any]] = {
     ("POST", "/v1/keys"): {"json": {"name": "kiosk-2", "role": "recognize"}},
     ("POST", "/v1/models/rollouts"): {"json": {"version": "2"}},
     ("DELETE", "/v1/people"): {"params": {"confirm": "all"}},
+    ("POST", "/v1/jobs"): {"data": {"kind": "recognize"}, "files": [("files", IMAGE)]},
 }
 """A body (or upload) valid for the route; a route missing here is called without one."""
 

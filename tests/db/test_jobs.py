@@ -131,7 +131,7 @@ def test_the_items_of_a_silent_worker_are_queued_again(gallery: Gallery) -> None
     assert [w.name for w in gallery.workers(utcnow() - timedelta(seconds=30))] == ["alive"]
 
 
-def test_cancel_stops_the_queued_items_and_only_a_live_job(gallery: Gallery) -> None:
+def test_cancel_stops_the_queued_items_of_a_live_job_and_repeats_harmlessly(gallery: Gallery) -> None:
     job_id = _job(gallery, 3)
     gallery.claim_item(job_id, 0, "w1")
     job = gallery.cancel_job(job_id)
@@ -144,8 +144,12 @@ def test_cancel_stops_the_queued_items_and_only_a_live_job(gallery: Gallery) -> 
         1: "cancelled",
         2: "cancelled",
     }
+    assert gallery.cancel_job(job_id) == gallery.job(job_id)  # again: as it is
+    done = _job(gallery, 1)
+    gallery.claim_item(done, 0, "w1")
+    gallery.finish_item(done, 0, "done", duration_ms=1.0)
     with pytest.raises(Conflict):
-        gallery.cancel_job(job_id)
+        gallery.cancel_job(done)
     with pytest.raises(NotFound):
         gallery.cancel_job(job_id + 1000)
 
