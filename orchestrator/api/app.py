@@ -18,6 +18,7 @@ from orchestrator.api.in_flight import InFlightShare, InFlightSlots
 from orchestrator.api.metrics import ApiMetrics, MetricsMiddleware
 from orchestrator.api.request_context import RequestContext
 from orchestrator.api.routes import (
+    auth,
     calibration,
     duplicates,
     health,
@@ -30,6 +31,7 @@ from orchestrator.api.routes import (
     recognition_log,
     recognize,
     stats,
+    users,
 )
 from orchestrator.api.shutdown import CloseWhileDraining, Draining
 from orchestrator.clients.triton_control import ModelControl
@@ -47,8 +49,10 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Face recognition over REST: enrol people from photos, recognise them in new ones.
 
-Authenticate with an `X-API-Key` header. Roles: `admin` (everything) and `recognize`
-(recognize, verify, detect, read people). Errors are `application/problem+json`.
+Authenticate with an `X-API-Key` header (machines), or sign in with a user account at
+`POST /v1/auth/login` (a session cookie; POST, PUT, PATCH and DELETE also send its
+`X-CSRF-Token`). Roles: `admin` (everything) and `recognize` (recognize, verify, detect,
+read people). Errors are `application/problem+json`.
 """
 
 
@@ -155,6 +159,9 @@ def create_app(settings: Settings, in_flight: InFlightShare | None = None) -> Fa
         people.router,
         recognize.router,
         keys.router,
+        users.router,
+        auth.router,
+        auth.signed_in_router,
         models.router,
         index.router,
         recognition_log.router,

@@ -1,16 +1,17 @@
-"""The door: a request's key, and an image request's admission, settled before its body is read.
+"""The door: who is asking, and an image request's admission, settled before its body is read.
 
 FastAPI reads and parses a request's whole body before it runs any dependency, so with
 the key checked in a dependency and admission taken in the route, an unauthenticated
 client, or one past the limit, still had the server take in its upload (up to the body
-limit) first. This pure ASGI middleware finds the route itself, checks the key its router
-declares with the same dependency functions (so the same 401 and 403), and for a route
-that analyses images takes one image from :class:`~orchestrator.api.admission.Admission`.
+limit) first. This pure ASGI middleware finds the route itself, checks the key or session
+its router declares with the same dependency functions (so the same 401 and 403, the CSRF
+check included), and for a route that analyses images takes one image from
+:class:`~orchestrator.api.admission.Admission`.
 A refusal is answered at once, without one body byte read; the server discards the rest
 of a small upload as it arrives, and closes the connection on a large one.
 
-The routers keep their key dependencies: they declare the security in OpenAPI and hand a
-route its key, which the door leaves in the scope so that it is not checked twice.
+The routers keep their principal dependencies: they declare the security in OpenAPI and
+hand a route its principal, which the door leaves in the scope so that it is not checked twice.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Any
 
 from fastapi.routing import RouteContext, iter_route_contexts
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api.admission import Admission
-from orchestrator.api.deps import CHECKED_KEY, admin_key, authenticate, current_key
+from orchestrator.api.deps import CHECKED_PRINCIPAL, admin_principal, current_principal, identify
 from orchestrator.api.problems import refusal_before_body
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.resources import Resources
@@ -38,8 +40,8 @@ Endpoint = Callable[..., Any]
 class Guard:
     """What the door checks for one route."""
 
-    key: Endpoint | None
-    """The key dependency its router declares (``current_key`` or ``admin_key``), if any."""
+    principal: Endpoint | None
+    """The dependency its router declares (``current_principal`` or ``admin_principal``), if any."""
     images: bool
     """Whether it analyses images, so its requests are admitted."""
     images_in_forms: bool = False
@@ -67,12 +69,12 @@ def guard_of(
     route: RouteContext, image_endpoints: Collection[Endpoint], form_endpoints: Collection[Endpoint] = ()
 ) -> Guard:
     declared = {depends.dependency for depends in getattr(route, "dependencies", ())}
-    key = admin_key if admin_key in declared else current_key if current_key in declared else None
-    return Guard(key, route.endpoint in image_endpoints, route.endpoint in form_endpoints)
+    needed = next((check for check in (admin_principal, current_principal) if check in declared), None)
+    return Guard(needed, route.endpoint in image_endpoints, route.endpoint in form_endpoints)
 
 
 class Door:
-    """Pure ASGI middleware: key and admission before the body (see the module's doc)."""
+    """Pure ASGI middleware: principal and admission before the body (see the module's doc)."""
 
     def __init__(
         self,
@@ -110,8 +112,8 @@ class Door:
         headers = Headers(scope=scope)
         images = guard.admits(headers)
         try:
-            if guard.key is not None:
-                await self._check_key(scope, guard.key, headers)
+            if guard.principal is not None:
+                await self._check_principal(scope, guard.principal, headers)
             if images:
                 self.admission.take()
         except FacerecError as error:
@@ -127,9 +129,10 @@ class Door:
         finally:
             self.admission.release()
 
-    async def _check_key(self, scope: Scope, needed: Endpoint, headers: Headers) -> None:
+    async def _check_principal(self, scope: Scope, needed: Endpoint, headers: Headers) -> None:
         resources: Resources = scope["app"].state.resources
-        key = await authenticate(resources, headers.get("x-api-key"))
-        if needed is admin_key:
-            await admin_key(key)
-        scope[CHECKED_KEY] = key  # the route's own key dependency takes it from here
+        cookies = cookie_parser(headers.get("cookie", ""))
+        principal = await identify(resources, scope["method"], headers, cookies)
+        if needed is admin_principal:
+            await admin_principal(principal)
+        scope[CHECKED_PRINCIPAL] = principal  # the route's own dependency takes it from here

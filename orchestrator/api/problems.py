@@ -34,6 +34,7 @@ from orchestrator.core.errors import (
     InvalidRequest,
     NotFound,
     QualityRejected,
+    TooManyAttempts,
     Unauthorized,
     UnsupportedImage,
     UpstreamUnavailable,
@@ -73,7 +74,7 @@ class ProblemType:
         return PROBLEM_BASE + self.slug
 
 
-def _retry_after(error: UpstreamUnavailable) -> dict[str, str]:
+def _retry_after(error: UpstreamUnavailable | TooManyAttempts) -> dict[str, str]:
     return {"Retry-After": str(error.retry_after_s)}
 
 
@@ -104,6 +105,7 @@ PROBLEM_TYPES: dict[type[FacerecError], ProblemType] = {
     FaceCountError: ProblemType(422, "Unexpected number of faces", "face-count"),
     QualityRejected: ProblemType(422, "Face quality too low", "face-quality", members=_reasons),
     UpstreamUnavailable: ProblemType(503, "Service unavailable", "upstream-unavailable", _retry_after),
+    TooManyAttempts: ProblemType(429, "Too many attempts", "too-many-attempts", _retry_after),
 }
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrator.api.deps import UNSAFE_METHODS
 from orchestrator.api.problems import PROBLEM_JSON
 from orchestrator.api.schemas import Problem
 
@@ -23,13 +24,16 @@ REF_PREFIX = "#/components/schemas/"
 WHY: dict[int, str] = {
     400: "the body cannot be parsed (not UTF-8, broken multipart), or an uploaded image is corrupt, "
     "truncated or too small to hold a face",
-    401: "no X-API-Key header, or a key that is unknown or revoked",
-    403: "the key's role does not allow this (it needs an admin key)",
+    401: "no X-API-Key header or session cookie, or one that is unknown, revoked or expired",
+    403: "the caller's role does not allow this (it needs an admin key or user), or a request "
+    "signed in by session cookie lacks its X-CSRF-Token",
     404: "no such id",
     409: "the request contradicts the current state",
     413: "the request body, or the image's pixel count, is over its limit",
     415: "the upload is not a JPEG, PNG, WebP or BMP image",
     422: "the request does not validate (`errors` lists each field at fault)",
+    429: "too many failed sign-ins lately for this username or from this address; retry after "
+    "Retry-After seconds",
     503: "too many images in flight, or Triton or the search service cannot answer now; retry after "
     "Retry-After seconds",
 }
@@ -47,6 +51,12 @@ _REQUEST_ID_HEADER = {
     }
 }
 
+_RETRY_AFTER = {
+    "description": "seconds to wait before trying again",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+
 HEADERS: dict[int, dict[str, Any]] = {
     401: {
         "WWW-Authenticate": {
@@ -55,13 +65,8 @@ HEADERS: dict[int, dict[str, Any]] = {
             "schema": {"type": "string", "const": "X-API-Key"},
         }
     },
-    503: {
-        "Retry-After": {
-            "description": "seconds to wait before trying again",
-            "required": True,
-            "schema": {"type": "string", "pattern": "^[0-9]+$"},
-        }
-    },
+    503: {"Retry-After": _RETRY_AFTER},
+    429: {"Retry-After": _RETRY_AFTER},
 }
 
 
@@ -76,6 +81,15 @@ def problems(*statuses: int, why: Mapping[int, str] | None = None) -> dict[int |
         }
         for status in statuses
     }
+
+
+def _csrf_refusals(spec: dict[str, Any]) -> None:
+    """A 403 on every signed-in route of an unsafe method: a session without its CSRF token
+    is refused there, whatever role the route needs (admin routes declare 403 already)."""
+    for methods in spec.get("paths", {}).values():
+        for method, operation in methods.items():
+            if method.upper() in UNSAFE_METHODS and operation.get("security"):
+                operation["responses"].setdefault("403", problems(403)[403])
 
 
 def install(app: FastAPI, request_models: Sequence[type[BaseModel]] = ()) -> None:
@@ -97,6 +111,7 @@ def install(app: FastAPI, request_models: Sequence[type[BaseModel]] = ()) -> Non
                 ref_template=REF_PREFIX + "{model}",
             )
             spec.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+            _csrf_refusals(spec)
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from orchestrator.db.account_tables import PASSWORD_MAX, PASSWORD_MIN, Password, Username, UserPublic
 from orchestrator.db.tables import (
     NAME_PATTERN,
     ApiKeyPublic,
@@ -20,6 +21,7 @@ from orchestrator.db.tables import (
     PersonPublic,
     PersonSummary,
     RecognitionLogPublic,
+    Role,
 )
 from orchestrator.gallery.calibration import GalleryCalibration, histogram, scores_needed
 from orchestrator.pipeline.quality import Criterion
@@ -291,3 +293,43 @@ class CalibrationAnswer(BaseModel):
 class DuplicateList(BaseModel):
     items: list[DuplicatePair] = Field(description="best similarity first")
     total: int = Field(description="pairs at or above the threshold in force")
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"username": "ada", "password": "correct horse"}})
+    username: Username = Field(description="case does not matter")
+    # No length rule beyond the bound: a password set under an older rule still signs in.
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"username": "ada", "password": "correct horse"}})
+    username: Username = Field(description="letters, digits and ._@-; stored lower-cased")
+    password: Password = Field(description=f"{PASSWORD_MIN} to {PASSWORD_MAX} characters")
+
+
+class NewUser(Registration):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"username": "ada", "password": "correct horse", "role": "admin"}}
+    )
+    role: Role
+
+
+class UserList(BaseModel):
+    items: list[UserPublic]
+
+
+class SignedIn(BaseModel):
+    username: str
+    role: Role
+    csrf_token: str = Field(description="send it as X-CSRF-Token with POST, PUT, PATCH and DELETE")
+    expires_at: datetime
+
+
+class Me(BaseModel):
+    """Who the request was signed in as: an API key or a user."""
+
+    kind: Literal["key", "user"]
+    id: int
+    role: Role
+    name: str = Field(description="the key's name or the user's username")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orchestrator.cli import calibrate, client, importer, jobs, models, serve
+from orchestrator.cli import calibrate, client, importer, jobs, models, serve, users
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import configure as configure_logging
 from orchestrator.modelrepo.fetch import ModelFetchError
@@ -144,6 +144,14 @@ def parser() -> argparse.ArgumentParser:
         job_command.add_argument("--url", help="the API; default http://127.0.0.1:$FACEREC_PORT")
         job_command.add_argument("--api-key", default=os.environ.get("FACEREC_API_KEY"), help="an API key")
 
+    user_commands = sub.add_parser("users", help="user accounts (sign-in for people)").add_subparsers(
+        dest="users_command", required=True
+    )
+    new_user = command(
+        "add", "create a user; the password is read from a prompt or stdin", users.cmd_add, user_commands
+    )
+    new_user.add_argument("username")
+    new_user.add_argument("--role", choices=["admin", "recognize"], required=True)
     verify = command("verify", "compare the largest face of two images", client.cmd_verify)
     verify.add_argument("first", type=Path)
     verify.add_argument("second", type=Path)

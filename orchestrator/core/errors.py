@@ -46,8 +46,16 @@ class InvalidRequest(FacerecError):
 class Unauthorized(FacerecError):
     """No credentials, or credentials that are not known."""
 
-    def __init__(self, detail: str = "a valid X-API-Key header is required") -> None:
+    def __init__(self, detail: str = "a valid X-API-Key header or session cookie is required") -> None:
         super().__init__(detail)
+
+
+class TooManyAttempts(FacerecError):
+    """Too many failed sign-ins lately, for this username or from this address."""
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class Forbidden(FacerecError):

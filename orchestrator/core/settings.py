@@ -8,6 +8,7 @@ stacks with different ports and data dirs run side by side.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -193,6 +194,25 @@ class JobSettings(BaseModel):
     """A file the worker touches at each heartbeat, for a liveness probe to check its age."""
 
 
+class AuthSettings(BaseModel):
+    """User accounts and their sessions (``orchestrator/accounts``); API keys are unaffected."""
+
+    open_registration: bool = False
+    """Anyone may create a ``recognize`` user with ``POST /v1/auth/register``; off: 403."""
+    session_ttl_s: PositiveFloat = 12 * 3600.0
+    """A session ends this long after its login, used or not."""
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    """The session cookies' Secure flag. ``auto``: when the request came over https, which
+    behind a proxy uvicorn reads from X-Forwarded-Proto if the proxy's address is in
+    ``FORWARDED_ALLOW_IPS`` (uvicorn's own setting; the loopback addresses by default)."""
+    login_window_s: PositiveFloat = 900.0
+    """Failed logins are counted over this window."""
+    login_max_failures: PositiveInt = 5
+    """Failed logins for one username within the window; past it each attempt is 429."""
+    login_max_failures_per_address: PositiveInt = 50
+    """Failed logins from one client address within the window (higher: a NAT holds many users)."""
+
+
 class MatchSettings(BaseModel):
     """The threshold calibrated on the live gallery (``gallery/calibration.py``)."""
 
@@ -253,6 +273,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     jobs: JobSettings = JobSettings()
     index: IndexSettings = IndexSettings()
+    auth: AuthSettings = AuthSettings()
     search_urls: list[str] = []
     """Search service shard URLs; default: the local one beside ``FACEREC_PORT``."""
     search_token: SecretStr | None = None

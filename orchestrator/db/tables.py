@@ -376,7 +376,7 @@ class RecognitionLog(DbModel, table=True):
     source: str = Field(default="api", max_length=8)
     job_id: int | None = None
     principal: str = Field(default="", max_length=NAME_MAX)
-    """Who asked: ``key:<id>`` for an API key."""
+    """Who asked: ``key:<id>`` for an API key, ``user:<id>`` for a user."""
     api_key_id: int | None = Field(default=None, foreign_key="api_key.id", ondelete="SET NULL")
     filename: str | None = Field(default=None, max_length=FILENAME_MAX)
     status: str = Field(default="ok", max_length=8)

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.accounts.principal import Principal
 from orchestrator.core.errors import FacerecError
 from orchestrator.core.logging import request_id_var
 from orchestrator.db.gallery import Gallery
@@ -47,7 +48,7 @@ class Origin:
     """Who asked for a recognition, and from where: what its log entry says beside the answer."""
 
     principal: str
-    """``key:<id>`` for an API key."""
+    """``key:<id>`` for an API key, ``user:<id>`` for a user."""
     source: LogSource = "api"
     job_id: int | None = None
     api_key_id: int | None = None
@@ -56,8 +57,8 @@ class Origin:
     """The request being served when the origin was made, if any."""
 
     @classmethod
-    def api_key(cls, key_id: int, filename: str | None = None) -> Origin:
-        return cls(principal=f"key:{key_id}", api_key_id=key_id, filename=filename)
+    def of(cls, principal: Principal, filename: str | None = None) -> Origin:
+        return cls(principal=principal.tag, api_key_id=principal.api_key_id, filename=filename)
 
 
 def _entry(origin: Origin, image_sha256: str, **outcome: Any) -> RecognitionLogCreate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
+from orchestrator.accounts.users import add_user
 from orchestrator.api.app import create_app
 from orchestrator.clients.search import SearchClient
 from orchestrator.clients.triton import TritonModels
@@ -52,6 +54,8 @@ from tests.api.fakes import (
 )
 
 ADMIN_KEY = "frk_in-process-admin-key-0123456789"
+PASSWORD = "correct horse battery"
+"""The password of every seeded user."""
 MAX_BODY_BYTES = 16 * 1024
 PROBLEM_JSON = "application/problem+json"
 
@@ -92,6 +96,10 @@ class Seeded:
     spare_key_id: int
     rollout_id: int
     job_id: int
+    admin_user: str
+    recognize_user: str
+    spare_user_id: int
+    """A recognize user that a test may delete (DELETE /v1/users/{user_id} names it)."""
 
     def path(self, template: str) -> str:
         return template.format(
@@ -100,6 +108,7 @@ class Seeded:
             key_id=self.spare_key_id,
             rollout_id=self.rollout_id,
             job_id=self.job_id,
+            user_id=self.spare_user_id,
         )
 
 
@@ -117,6 +126,15 @@ class Api:
         # captured log), not as the exception itself.
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
         return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+
+    @asynccontextmanager
+    async def session(self, username: str, password: str = PASSWORD) -> AsyncIterator[httpx.AsyncClient]:
+        """A client signed in as the user: its cookies kept, its CSRF token sent on every request."""
+        async with self.client() as client:
+            answer = await client.post("/v1/auth/login", json={"username": username, "password": password})
+            assert answer.status_code == 200, answer.text
+            client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+            yield client
 
 
 def seed(gallery: Gallery) -> Seeded:
@@ -139,8 +157,21 @@ def seed(gallery: Gallery) -> Seeded:
     rollout = gallery.start_rollout("1", "2", "arcface-v2-g1")
     gallery.update_rollout(rollout.rollout_id, state="done", progress=1.0)
     job = gallery.create_job("recognize", "normal", "key:1", {}, [NewItem("face.png", [("face.png", crop)])])
+    add_user(gallery, "root", PASSWORD, "admin")
+    add_user(gallery, "ada", PASSWORD, "recognize")
+    spare_user = add_user(gallery, "spare-user", PASSWORD, "recognize")
     return Seeded(
-        ADMIN_KEY, recognize_key, spare_key, person.id, face.face_id, spare.id, rollout.rollout_id, job.job_id
+        ADMIN_KEY,
+        recognize_key,
+        spare_key,
+        person.id,
+        face.face_id,
+        spare.id,
+        rollout.rollout_id,
+        job.job_id,
+        admin_user="root",
+        recognize_user="ada",
+        spare_user_id=spare_user.id,
     )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from orchestrator.api.app import create_app
-from tests.api.conftest import Api, assert_problem, make_settings, served_routes
+from orchestrator.api.deps import SESSION_COOKIE
+from tests.api.conftest import PASSWORD, Api, assert_problem, make_settings, served_routes
 from tests.api.fakes import png
 
 pytestmark = pytest.mark.unit
@@ -72,6 +74,14 @@ ROLES: dict[Route, str] = {
     ("GET", "/v1/people/duplicates"): ADMIN,
     ("GET", "/v1/calibration"): ADMIN,
     ("POST", "/v1/calibration/recompute"): ADMIN,
+    ("POST", "/v1/users"): ADMIN,
+    ("GET", "/v1/users"): ADMIN,
+    ("DELETE", "/v1/users/{user_id}"): ADMIN,
+    # Signing in is open to anyone (registration only when it is switched on).
+    ("POST", "/v1/auth/login"): PUBLIC,
+    ("POST", "/v1/auth/register"): PUBLIC,
+    ("POST", "/v1/auth/logout"): ANY_KEY,
+    ("GET", "/v1/auth/me"): ANY_KEY,
     # Not a person called "duplicates" (``PATCH /v1/people/{person_id}``): 405, after the key.
     ("PATCH", "/v1/people/duplicates"): ADMIN,
     ("DELETE", "/v1/people/duplicates"): ADMIN,
@@ -93,10 +103,25 @@ VALID_REQUESTS: dict[Route, dict[str, Any]] = {
     ("POST", "/v1/models/rollouts"): {"json": {"version": "2"}},
     ("DELETE", "/v1/people"): {"params": {"confirm": "all"}},
     ("POST", "/v1/jobs"): {"data": {"kind": "recognize"}, "files": [("files", IMAGE)]},
+    ("POST", "/v1/users"): {"json": {"username": "grace", "password": "cobol-1959", "role": "recognize"}},
+    ("POST", "/v1/auth/login"): {"json": {"username": "ada", "password": PASSWORD}},
+    ("POST", "/v1/auth/register"): {"json": {"username": "grace", "password": "cobol-1959"}},
 }
 """A body (or upload) valid for the route; a route missing here is called without one."""
 
 UNKNOWN_KEY = "frk_" + "A" * 43  # shaped like a real key, never issued
+
+WITHOUT_A_JOB = {route for route in ROLES if route[1].startswith("/v1/jobs")}
+"""Let in, then answered 503 (no broker here) or 404 (no such job): tests/api/test_jobs has
+their answers; here only that the caller got past the door."""
+
+
+def assert_allowed(route: Route, answer: httpx.Response) -> None:
+    if route in WITHOUT_A_JOB:
+        assert answer.status_code in (200, 404, 503), answer.text
+        assert answer.status_code == 200 or answer.json()["title"] != "Forbidden"
+        return
+    assert 200 <= answer.status_code < 300, answer.text
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -122,6 +147,9 @@ async def test_route_needs_its_role(api: Api, route: Route) -> None:
     if role == PUBLIC:
         async with api.client() as anonymous:
             answer = await anonymous.request(method, url, **valid)
+        if route == ("POST", "/v1/auth/register"):
+            assert_problem(answer, 403, "registration is closed")  # the default; tests/api/test_accounts
+            return
         assert answer.status_code == 200, answer.text
         return
 
@@ -131,13 +159,27 @@ async def test_route_needs_its_role(api: Api, route: Route) -> None:
         assert_problem(await anonymous.request(method, url, **valid), 401)
     async with api.client(UNKNOWN_KEY) as stranger:
         assert_problem(await stranger.request(method, url, **valid), 401)
-    async with api.client(api.seeded.recognize_key) as recognizer:
-        answer = await recognizer.request(method, url, **valid)
-        if role == ADMIN:
-            assert_problem(answer, 403)
-            assert_problem(await recognizer.request(method, url), 403)
+        stranger.cookies.set(SESSION_COOKIE, "not-a-session")
+        assert_problem(await stranger.request(method, url, **valid), 401)
+    # A recognize user signed in by session is let in as far as a recognize key is.
+    async with api.session(api.seeded.recognize_user) as ada:
+        if method != "GET":
+            forged = {"X-CSRF-Token": "forged"}  # in place of the client's own
+            assert_problem(await ada.request(method, url, **valid, headers=forged), 403, "X-CSRF-Token")
+            del ada.headers["X-CSRF-Token"]
+            assert_problem(await ada.request(method, url, **valid), 403, "X-CSRF-Token")
         else:
-            assert 200 <= answer.status_code < 300, answer.text
+            del ada.headers["X-CSRF-Token"]  # a read needs none
+            answer = await ada.request(method, url, **valid)
+            assert_allowed(route, answer) if role == ANY_KEY else assert_problem(answer, 403, "user ada")
+    for credentials in (api.client(api.seeded.recognize_key), api.session(api.seeded.recognize_user)):
+        async with credentials as recognizer:
+            answer = await recognizer.request(method, url, **valid)
+            if role == ADMIN:
+                assert_problem(answer, 403)
+                assert_problem(await recognizer.request(method, url), 403)
+            else:
+                assert_allowed(route, answer)
     # Last, as it may change the gallery: the admin may call everything.
     async with api.client(api.seeded.admin_key) as admin:
         answer = await admin.request(method, url, **valid)
@@ -145,7 +187,7 @@ async def test_route_needs_its_role(api: Api, route: Route) -> None:
         assert_problem(answer, 405)
         assert answer.headers["allow"] == "GET"
         return
-    assert 200 <= answer.status_code < 300, answer.text
+    assert_allowed(route, answer)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ sends the whole body (after its first chunk it reports the client gone).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -18,6 +18,7 @@ from starlette.types import Message
 
 from orchestrator.api import problems
 from orchestrator.api.admission import Admission
+from orchestrator.api.deps import SESSION_COOKIE
 from orchestrator.core.resources import Resources
 from orchestrator.recognition.service import Recognition
 from tests.api.conftest import PROBLEM_JSON, Api, assert_problem
@@ -78,13 +79,16 @@ class Answer:
         return httpx.Response(self.status, headers=self.headers, content=self.body).json()
 
 
-async def call(api: Api, path: str, upload: Upload, key: str | None) -> Answer:
+async def call(
+    api: Api, path: str, upload: Upload, key: str | None, more: Mapping[str, str] | None = None
+) -> Answer:
     """POST ``upload`` to ``path`` as a multipart form, straight through the ASGI app."""
     headers = [
         (b"host", b"test"),
         (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
         (b"content-length", str(len(upload.body)).encode()),
         *([(b"x-api-key", key.encode())] if key is not None else []),
+        *((name.encode(), value.encode()) for name, value in (more or {}).items()),
     ]
     scope = {
         "type": "http",
@@ -150,6 +154,24 @@ async def test_an_enrolment_with_a_recognize_key_is_403_before_its_body(api: Api
     answer = await call(api, api.seeded.path(template), upload, api.seeded.recognize_key)
     assert "admin" in assert_problem_answer(answer, 403)["detail"]
     assert upload.read == 0
+
+
+async def test_a_session_is_checked_with_its_csrf_token_before_the_body(api: Api) -> None:
+    async with api.session(api.seeded.recognize_user) as ada:
+        cookie = f"{SESSION_COOKIE}={ada.cookies[SESSION_COOKIE]}"
+        csrf = ada.headers["X-CSRF-Token"]
+    for more, status in [
+        ({"cookie": cookie}, 403),
+        ({"cookie": cookie, "x-csrf-token": "forged"}, 403),
+        ({"cookie": f"{SESSION_COOKIE}=unknown", "x-csrf-token": csrf}, 401),
+    ]:
+        upload = never_finished("/v1/recognize")
+        assert_problem_answer(await call(api, "/v1/recognize", upload, None, more), status)
+        assert upload.read == 0
+    signed = await call(
+        api, "/v1/recognize", Upload(multipart("file")), None, {"cookie": cookie, "x-csrf-token": csrf}
+    )
+    assert signed.status == 200, signed.body
 
 
 class ParkedRecognition:

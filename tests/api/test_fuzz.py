@@ -6,7 +6,8 @@ and what it forbids, through ASGI, with every check it has: no server error, onl
 documented statuses, content types, bodies and headers, schema-valid requests accepted and
 invalid ones refused, auth enforced (it probes each keyed route without the key and with a
 wrong one), 405 with a full ``Allow`` for undeclared methods. It does so as an admin, with a
-recognize key (admin routes: 403) and with no key or a stranger's (401).
+recognize key (admin routes: 403), as a recognize user signed in by session (cookie and CSRF
+token) and with no key or a stranger's (401).
 
 The run is fixed (a seed, derandomized, a bounded number of examples per operation), so it
 finds the same thing on every machine; on the code before ``api/params.py`` bounded ids it
@@ -25,6 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from schemathesis.transport.serialization import Binary
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api.app import create_app
+from orchestrator.api.deps import CSRF_HEADER, SESSION_COOKIE
 from orchestrator.core.settings import Settings
 from orchestrator.jobs.queue import QUEUES, make_celery
 from tests.api.conftest import Api, Seeded
@@ -254,4 +257,19 @@ def test_uploads_that_are_not_images_get_a_documented_refusal(
 ) -> None:
     case.call_and_validate(
         headers={"X-API-Key": served.admin_key}, excluded_checks=[positive_data_acceptance]
+    )
+
+
+@spec.parametrize()
+@fuzz(examples=5)
+def test_a_signed_in_user_gets_only_what_the_spec_says(served: Seeded, case: schemathesis.Case) -> None:
+    """A recognize user's session cookie and CSRF token: as for a recognize key (admin routes 403)."""
+    gallery = APP.state.resources.gallery
+    found = gallery.credentials(served.recognize_user)
+    assert found is not None
+    session = gallery.start_session(found.user.id, timedelta(hours=1))
+    case.call_and_validate(
+        cookies={SESSION_COOKIE: session.token},
+        headers={CSRF_HEADER: session.csrf_token},
+        excluded_checks=refused_in_the_answer(case),
     )

@@ -233,7 +233,7 @@ async def test_an_enrol_job_needs_an_admin_key_and_stores_nothing_without_one(
     broker: Celery, gallery: Gallery, recognizer: httpx.AsyncClient
 ) -> None:
     archive = zipped({"people.csv": "external_id,name,photos\nE1,Ada,a.png\n", "a.png": IMAGE})
-    problem = assert_problem(await post_job(recognizer, "enrol", archive_part(archive)), 403, "admin key")
+    problem = assert_problem(await post_job(recognizer, "enrol", archive_part(archive)), 403, "admin role")
     assert problem["type"] == PROBLEMS + "forbidden"
     assert gallery.list_jobs() == ([], 0)
     assert taken_messages(broker) == []

@@ -273,3 +273,14 @@ async def test_an_invented_method_is_counted_as_other(api: Api, anonymous: httpx
     await anonymous.request("BREW", "/v1/people")
     text = (await anonymous.get("/metrics")).text
     assert 'method="OTHER"' in text and "BREW" not in text
+
+
+async def test_a_signed_in_user_is_logged_as_the_user(served: Served, admin: httpx.AsyncClient) -> None:
+    api = served.api
+    async with api.session(api.seeded.recognize_user) as ada:
+        answered = await recognize(ada, IMAGE, "by-ada.png")
+        assert answered.status_code == 200, answered.text
+        me = (await ada.get("/v1/auth/me")).json()
+    await served.flushed()
+    (entry,) = (await log_of(admin))["items"]
+    assert (entry["principal"], entry["filename"]) == (f"user:{me['id']}", "by-ada.png")

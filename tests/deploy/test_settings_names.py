@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,9 +50,18 @@ SEARCH_NAMES = env_names(SearchSettings, "FACEREC_SEARCH_", None)
 def test_the_name_map_knows_the_documented_settings() -> None:
     assert {"FACEREC_TRITON__URL", "FACEREC_SEARCH_URLS", "DATABASE_URL", "REDIS_URL"} <= ORCHESTRATOR_NAMES
     assert {"FACEREC_API__MAX_CONCURRENT_IMAGES", "FACEREC_ADMIN_KEY"} <= ORCHESTRATOR_NAMES
+    assert {"FACEREC_AUTH__OPEN_REGISTRATION", "FACEREC_AUTH__COOKIE_SECURE"} <= ORCHESTRATOR_NAMES
     assert {"FACEREC_SEARCH_DEVICE", "FACEREC_SEARCH_SHARD"} <= SEARCH_NAMES
     # One name, so one Secret key feeds the shards and the orchestrator that calls them.
     assert "FACEREC_SEARCH_TOKEN" in ORCHESTRATOR_NAMES & SEARCH_NAMES
+
+
+def test_every_account_setting_is_in_the_readme_s_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Command line")]
+    accounts = {name for name in ORCHESTRATOR_NAMES if name.startswith("FACEREC_AUTH__")}
+    assert len(accounts) == 6
+    assert {name for name in accounts if f"`{name}`" not in table} == set()
 
 
 def orchestrator_environments() -> dict[str, dict[str, str | None]]:

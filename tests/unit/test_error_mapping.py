@@ -23,6 +23,7 @@ from orchestrator.core.errors import (
     NotFound,
     QualityReason,
     QualityRejected,
+    TooManyAttempts,
     Unauthorized,
     UnsupportedImage,
     UpstreamUnavailable,
@@ -58,6 +59,8 @@ CASES: list[tuple[FacerecError, int, str, str, dict[str, str]]] = [
     (UpstreamUnavailable("busy", retry_after_s=7), 503, "Service unavailable", "upstream-unavailable",
      {"retry-after": "7"}),
     (RequestTooLarge("the body is 30000000 bytes"), 413, "Request too large", "request-too-large", {}),
+    (TooManyAttempts("too many failed logins", retry_after_s=42), 429, "Too many attempts",
+     "too-many-attempts", {"retry-after": "42"}),
 ]  # fmt: skip
 IDS = [f"{type(c[0]).__name__}-{c[1]}-{i}" for i, c in enumerate(CASES)]
 
@@ -131,7 +134,7 @@ async def test_the_one_handler_renders_problem_json(
     for name, value in headers.items():
         assert response.headers[name] == value
     assert ("www-authenticate" in response.headers) == (status == 401)
-    assert ("retry-after" in response.headers) == (status == 503)
+    assert ("retry-after" in response.headers) == (status in (429, 503))
     assert response.json() == {
         "type": BASE + slug,
         "title": title,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.params import LeftOut
 from orchestrator.api.responses import problems
 from orchestrator.api.schemas import CalibrationAnswer
@@ -15,7 +15,7 @@ from orchestrator.api.schemas import CalibrationAnswer
 router = APIRouter(
     prefix="/v1/calibration",
     tags=["calibration"],
-    dependencies=[Depends(admin_key)],
+    dependencies=[Depends(admin_principal)],
     responses=problems(401, 403),
 )
 

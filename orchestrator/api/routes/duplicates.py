@@ -13,14 +13,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from starlette.exceptions import HTTPException
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.params import Offset
 from orchestrator.api.responses import problems
 from orchestrator.api.schemas import DuplicateList
 from orchestrator.db.face_scores import MAX_PAGE
 
 router = APIRouter(
-    prefix="/v1/people", tags=["people"], dependencies=[Depends(admin_key)], responses=problems(401, 403)
+    prefix="/v1/people",
+    tags=["people"],
+    dependencies=[Depends(admin_principal)],
+    responses=problems(401, 403),
 )
 
 

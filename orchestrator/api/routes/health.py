@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from orchestrator.api.deps import MetricsDep, ResourcesDep, current_key
+from orchestrator.api.deps import MetricsDep, ResourcesDep, current_principal
 from orchestrator.api.responses import problems
 from orchestrator.api.schemas import DetailedHealth, Liveness, Readiness
 from orchestrator.core.resources import Resources
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/health", tags=["health"])
 """No key: what orchestrators and load balancers probe."""
 keyed_router = APIRouter(
-    prefix="/health", tags=["health"], dependencies=[Depends(current_key)], responses=problems(401)
+    prefix="/health", tags=["health"], dependencies=[Depends(current_principal)], responses=problems(401)
 )
 
 

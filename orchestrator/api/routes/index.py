@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.responses import problems
 from orchestrator.db.tables import RolloutPublic
 from orchestrator.gallery.index_admin import GalleryCleared, IndexStatus, forget_everyone, index_status
 
-router = APIRouter(tags=["index"], dependencies=[Depends(admin_key)], responses=problems(401, 403))
+router = APIRouter(tags=["index"], dependencies=[Depends(admin_principal)], responses=problems(401, 403))
 
 SEARCH_DOWN = {503: "the search service cannot answer now; retry after Retry-After seconds"}
 LOCATION = {

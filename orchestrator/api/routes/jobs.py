@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from orchestrator.api.deps import CurrentKey, ResourcesDep, current_key
+from orchestrator.api.deps import CurrentPrincipal, ResourcesDep, current_principal
 from orchestrator.api.params import LeftOut, Offset, RowId
 from orchestrator.api.responses import problems
 from orchestrator.core.errors import Forbidden, UpstreamUnavailable
@@ -23,7 +23,7 @@ from orchestrator.jobs.uploads import enrol_items, recognize_items
 log = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(current_key)], responses=problems(401)
+    prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(current_principal)], responses=problems(401)
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
@@ -71,7 +71,7 @@ async def _files(uploads: list[UploadFile]) -> list[tuple[str, bytes]]:
 async def create_job(
     response: Response,
     resources: ResourcesDep,
-    key: CurrentKey,
+    principal: CurrentPrincipal,
     kind: Annotated[JobKind, Form(description="recognize each image, or enrol each row of people.csv")],
     priority: Annotated[JobPriority, Form()] = "normal",
     files: Annotated[list[UploadFile] | None, File(description="images to recognise"), LeftOut()] = None,
@@ -89,8 +89,10 @@ async def create_job(
     """Queue a job; 202 with its record, and its address in Location. The upload is stored
     (images in the database) before the answer: an accepted job survives any restart."""
     settings = resources.settings
-    if kind == "enrol" and key.role != "admin":
-        raise Forbidden(f"an enrol job needs an admin key; key {key.prefix}… has role {key.role!r}")
+    if kind == "enrol" and principal.role != "admin":
+        raise Forbidden(
+            f"an enrol job needs the admin role; {principal.described} has role {principal.role!r}"
+        )
     _broker(resources)
     limits = (settings.jobs.max_items, settings.api.max_body_bytes, settings.jobs.max_body_bytes)
     packed = await archive.read() if archive is not None else None
@@ -101,9 +103,7 @@ async def create_job(
         images = await _files(files or [])
         items = await asyncio.to_thread(recognize_items, images, packed, *limits)
         options = {"top_k": top_k, "threshold": threshold, "max_faces": max_faces}
-    job = await asyncio.to_thread(
-        resources.gallery.create_job, kind, priority, f"key:{key.id}", options, items
-    )
+    job = await asyncio.to_thread(resources.gallery.create_job, kind, priority, principal.tag, options, items)
     try:
         await _send(resources, [Requeued(job.job_id, index, priority) for index in range(job.total)])
     except UpstreamUnavailable:

@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response, status
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.params import RowId
 from orchestrator.api.responses import JSON_BODY, problems
 from orchestrator.api.schemas import CreatedKey, KeyList, NewKey
 
 router = APIRouter(
-    prefix="/v1/keys", tags=["keys"], dependencies=[Depends(admin_key)], responses=problems(401, 403)
+    prefix="/v1/keys", tags=["keys"], dependencies=[Depends(admin_principal)], responses=problems(401, 403)
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, status
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.params import RowId
 from orchestrator.api.responses import JSON_BODY, problems
 from orchestrator.api.schemas import ModelsAnswer, NewRollout
@@ -18,7 +18,10 @@ from orchestrator.modelrepo.records import VersionRecord, describe, inferred_sou
 from orchestrator.pipeline.face_pipeline import EMBEDDER
 
 router = APIRouter(
-    prefix="/v1/models", tags=["models"], dependencies=[Depends(admin_key)], responses=problems(401, 403)
+    prefix="/v1/models",
+    tags=["models"],
+    dependencies=[Depends(admin_principal)],
+    responses=problems(401, 403),
 )
 UNFINISHED = "another rollout is unfinished"
 

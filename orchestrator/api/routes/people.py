@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, UploadFile, status
 
-from orchestrator.api.deps import AdmissionDep, ResourcesDep, admin_key, current_key
+from orchestrator.api.deps import AdmissionDep, ResourcesDep, admin_principal, current_principal
 from orchestrator.api.door import is_form
 from orchestrator.api.params import LeftOut, Offset, RowId
 from orchestrator.api.person_body import REQUEST_BODY, EnrolledPerson, read_form, read_json
@@ -25,10 +25,10 @@ from orchestrator.db.tables import (
 )
 
 router = APIRouter(
-    prefix="/v1", tags=["people"], dependencies=[Depends(current_key)], responses=problems(401)
+    prefix="/v1", tags=["people"], dependencies=[Depends(current_principal)], responses=problems(401)
 )
 admin_router = APIRouter(
-    prefix="/v1", tags=["people"], dependencies=[Depends(admin_key)], responses=problems(401, 403)
+    prefix="/v1", tags=["people"], dependencies=[Depends(admin_principal)], responses=problems(401, 403)
 )
 TAKEN = {409: "the external_id belongs to another person"}
 Pick = Annotated[

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, BeforeValidator
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.params import MAX_ROW_ID, LeftOut, Offset
 from orchestrator.api.responses import problems
 from orchestrator.api.schemas import LogPage
@@ -20,7 +20,7 @@ from orchestrator.db.tables import LogDecision, LogSource, LogStatus
 router = APIRouter(
     prefix="/v1/log",
     tags=["log and statistics"],
-    dependencies=[Depends(admin_key)],
+    dependencies=[Depends(admin_principal)],
     responses=problems(401, 403),
 )
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
-from orchestrator.api.deps import AdmissionDep, CurrentKey, ResourcesDep, current_key
+from orchestrator.api.deps import AdmissionDep, CurrentPrincipal, ResourcesDep, current_principal
 from orchestrator.api.params import LeftOut
 from orchestrator.api.problems import problem_of
 from orchestrator.api.responses import IMAGE_UPLOAD, problems
@@ -16,7 +16,7 @@ from orchestrator.recognition.answers import DetectAnswer, RecognizeAnswer, Veri
 from orchestrator.recognition.log_writer import Origin
 
 router = APIRouter(
-    prefix="/v1", tags=["recognition"], dependencies=[Depends(current_key)], responses=problems(401)
+    prefix="/v1", tags=["recognition"], dependencies=[Depends(current_principal)], responses=problems(401)
 )
 
 TopK = Annotated[int | None, Query(ge=1, le=100, description="people per face (default 5)"), LeftOut()]
@@ -37,7 +37,7 @@ BatchFiles = Annotated[
 async def recognize(
     file: UploadFile,
     resources: ResourcesDep,
-    key: CurrentKey,
+    principal: CurrentPrincipal,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
@@ -48,7 +48,7 @@ async def recognize(
         top_k=top_k or resources.settings.api.default_top_k,
         threshold=threshold,
         max_faces=max_faces,
-        origin=Origin.api_key(key.id, file.filename),
+        origin=Origin.of(principal, file.filename),
     )
 
 
@@ -62,7 +62,7 @@ async def recognize_batch(
     files: BatchFiles,
     resources: ResourcesDep,
     admission: AdmissionDep,
-    key: CurrentKey,
+    principal: CurrentPrincipal,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
@@ -78,7 +78,7 @@ async def recognize_batch(
                         top_k=top_k or resources.settings.api.default_top_k,
                         threshold=threshold,
                         max_faces=max_faces,
-                        origin=Origin.api_key(key.id, upload.filename),
+                        origin=Origin.of(principal, upload.filename),
                     )
                 )
             except FacerecError as error:

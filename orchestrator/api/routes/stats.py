@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from orchestrator.api.deps import ResourcesDep, admin_key
+from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.responses import problems
 from orchestrator.api.schemas import StatsAnswer
 from orchestrator.db.types import utcnow
@@ -17,7 +17,7 @@ from orchestrator.stats.minutes import summary
 router = APIRouter(
     prefix="/v1/stats",
     tags=["log and statistics"],
-    dependencies=[Depends(admin_key)],
+    dependencies=[Depends(admin_principal)],
     responses=problems(401, 403),
 )
 
