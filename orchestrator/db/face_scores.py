@@ -17,12 +17,10 @@ from sqlalchemy import Double, bindparam, case, delete, func, insert, or_, selec
 from sqlalchemy.orm import Mapped, aliased
 from sqlmodel import col
 
-from orchestrator.core.errors import InvalidRequest
-from orchestrator.db.store import Store, chunks
+from orchestrator.db.store import Store, check_page, chunks
 from orchestrator.db.tables import DuplicatePair, Face, FaceScore, Person, PersonSummary, metadata
 
 ScoreKind = Literal["impostor", "genuine"]
-MAX_PAGE = 1000
 SCORES = metadata.tables[FaceScore.__tablename__]
 FACE_ID = cast("Mapped[int]", Face.id)  # Optional on the model, never NULL in a row
 
@@ -172,8 +170,7 @@ class FaceScores(Store):
         Read from the impostor scores: a pair shows when a face's nearest face of another
         person is of the other one (a face close to two other people shows with the closer).
         """
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            raise InvalidRequest(f"limit must be 1..{MAX_PAGE} and offset at least 0")
+        check_page(limit, offset)
         mine, theirs = aliased(Face), aliased(Face)
         lower_first = col(mine.person_id) < col(theirs.person_id)
         low = case((lower_first, col(mine.person_id)), else_=col(theirs.person_id))

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from orchestrator.core.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.core.errors import Conflict, NotFound
 from orchestrator.db.job_tables import (
     ENDED,
     ItemState,
@@ -31,10 +31,8 @@ from orchestrator.db.job_tables import (
     JobWorker,
     public_job,
 )
-from orchestrator.db.store import Store
+from orchestrator.db.store import Store, check_page
 from orchestrator.db.types import utcnow
-
-MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -67,11 +65,6 @@ class Requeued:
     job_id: int
     index: int
     priority: str
-
-
-def _page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise InvalidRequest(f"limit must be 1..{MAX_PAGE} and offset at least 0")
 
 
 def _item(item: JobItem) -> JobItemPublic:
@@ -129,7 +122,7 @@ class Jobs(Store):
         self, state: JobState | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[JobPublic], int]:
         """Newest first."""
-        _page(limit, offset)
+        check_page(limit, offset)
         conditions: list[Any] = []
         if state is not None:
             conditions.append(col(Job.state) == state)
@@ -146,7 +139,7 @@ class Jobs(Store):
         self, job_id: int | None, state: ItemState | None = None, limit: int = 100, offset: int = 0
     ) -> tuple[list[JobItemPublic], int]:
         """A job's items in their order (``job_id`` None: every job's, oldest job first)."""
-        _page(limit, offset)
+        check_page(limit, offset)
         conditions: list[Any] = []
         if job_id is not None:
             self.job(job_id)  # 404 for a job that is not there

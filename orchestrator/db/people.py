@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session
 from sqlmodel import col
 
-from orchestrator.core.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.core.errors import Conflict, NotFound
 from orchestrator.db.listing import PeopleQuery, free_text, where_and_order
 from orchestrator.db.state import bump_in
-from orchestrator.db.store import Store, chunks, valid
+from orchestrator.db.store import Store, check_page, chunks, valid
 from orchestrator.db.tables import (
     Face,
     FaceEmbedding,
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 FACE_ID = typed("Mapped[int]", Face.id)  # Optional on the model, never NULL in a row
 PERSON_ID = typed("Mapped[int]", Person.id)
-MAX_PAGE = 1000
 EMBEDDING_DTYPE = np.dtype("<f4")
 RULES: dict[str, Callable[[Any], Any]] = {
     "name": clean_name,
@@ -196,8 +195,7 @@ class People(Store):
         ``q`` is the free-text search; ``query`` the filters on single fields and the order
         (by id unless it says otherwise), all combined with AND.
         """
-        if not 1 <= limit <= MAX_PAGE or offset < 0:
-            raise InvalidRequest(f"limit must be 1..{MAX_PAGE} and offset at least 0")
+        check_page(limit, offset)
         conditions, order = where_and_order(query or PeopleQuery())
         if q and q.strip():
             conditions.append(free_text(q.strip()))

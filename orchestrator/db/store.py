@@ -17,6 +17,8 @@ U = TypeVar("U")
 
 CHUNK = 500
 """Ids per IN (...) list: well under SQLite's and the servers' parameter limits."""
+MAX_PAGE = 1000
+"""Rows one listing answers at most."""
 
 
 class Store:
@@ -52,6 +54,12 @@ def valid(check: Callable[[T], U], value: T) -> U:
         return check(value)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(str(exc)) from None
+
+
+def check_page(limit: int, offset: int) -> None:
+    """A listing's page: 1..``MAX_PAGE`` rows from ``offset`` ≥ 0, else 422."""
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise InvalidRequest(f"limit must be 1..{MAX_PAGE} and offset at least 0")
 
 
 def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -20,6 +20,7 @@ from orchestrator.core.settings import JobSettings
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.jobs import Claim
 from orchestrator.db.tables import PersonCreate
+from orchestrator.recognition.answers import best_matches
 from orchestrator.recognition.log_writer import Origin
 from orchestrator.recognition.serving import Serving
 
@@ -61,7 +62,7 @@ async def _recognise(serving: Serving, claim: Claim, default_top_k: int) -> Outc
             principal=claim.principal, source="job", job_id=claim.job_id, filename=filename, request_id=None
         ),
     )
-    best = [face.matches[0] for face in answer.faces if face.decision == "match" and face.matches]
+    best = best_matches(answer)
     return Outcome("done", answer.model_dump(mode="json"), recognised=best[0].name if best else None)
 
 

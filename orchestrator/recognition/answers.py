@@ -126,6 +126,11 @@ class DetectAnswer(BaseModel):
     faces: list[DetectedFace]
 
 
+def best_matches(answer: ImageRecognition) -> list[Match]:
+    """The best match of each face that matched, in the answer's face order."""
+    return [face.matches[0] for face in answer.faces if face.decision == "match" and face.matches]
+
+
 def _round(values: Iterable[SupportsFloat], digits: int = 1) -> list[float]:
     return [round(float(v), digits) for v in values]
 

@@ -26,7 +26,7 @@ from orchestrator.db.tables import (
     LogSource,
     RecognitionLogCreate,
 )
-from orchestrator.recognition.answers import RecognizeAnswer
+from orchestrator.recognition.answers import RecognizeAnswer, best_matches
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _entry(origin: Origin, image_sha256: str, **outcome: Any) -> RecognitionLogC
 
 def answered(origin: Origin, image_sha256: str, answer: RecognizeAnswer) -> RecognitionLogCreate:
     """The entry of an answer: its faces, and the best match of each face that matched."""
-    best = [face.matches[0] for face in answer.faces if face.decision == "match" and face.matches]
+    best = best_matches(answer)
     return _entry(
         origin,
         image_sha256,

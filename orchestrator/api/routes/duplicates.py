@@ -17,7 +17,7 @@ from orchestrator.api.deps import ResourcesDep, admin_principal
 from orchestrator.api.params import Offset
 from orchestrator.api.responses import problems
 from orchestrator.api.schemas import DuplicateList
-from orchestrator.db.face_scores import MAX_PAGE
+from orchestrator.db.store import MAX_PAGE
 
 router = APIRouter(
     prefix="/v1/people",
