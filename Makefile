@@ -22,12 +22,14 @@ models: install
 up: models
 	$(BIN)/facerec up
 
-# Prometheus and promtool for the monitoring tests (Debian's package; needs root).
+# Debian's packages the tests use: promtool (prometheus) for the monitoring tests, chromium
+# for the web app's browser tests (Playwright's own browser download is not used). Needs root.
+TOOL_PACKAGES := $(if $(shell command -v promtool),,prometheus) $(if $(wildcard /usr/bin/chromium),,chromium)
 tools:
-	@command -v promtool >/dev/null || { \
+	@[ -z "$(strip $(TOOL_PACKAGES))" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
-	  else echo "promtool not found: install Debian's prometheus package for the monitoring tests"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); \
+	  else echo "missing: $(TOOL_PACKAGES); install these Debian packages for the monitoring and browser tests"; fi; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from orchestrator.api import person_body, problems, responses
 from orchestrator.api.admission import Admission
@@ -44,6 +45,7 @@ from orchestrator.jobs.queue import make_celery
 from orchestrator.recognition.serving import open_serving
 from orchestrator.stats.minutes import MinuteWriter
 from orchestrator.stats.retention import keep_retention
+from orchestrator.web import pages
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,8 @@ def create_app(settings: Settings, in_flight: InFlightShare | None = None) -> Fa
     )
     for router in routers:
         app.include_router(router)
+    app.include_router(pages.router)  # the web app: pages at /, their assets under /static
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     # Innermost first: key and admission before the body, inside the metrics and the request id.
     image_endpoints = (*recognize.ANALYSE_IMAGES, *people.ANALYSE_IMAGES)
     app.add_middleware(
