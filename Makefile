@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FACEREC_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install models tools up test lint bench bench-load gpu-check clean
+.PHONY: install models tools up test lint screenshots bench bench-load gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: install
 
 test: models tools lint
 	$(BIN)/pytest
+
+# The README's pictures of every page of the web app, at desktop and phone width, taken by the
+# browser test that checks them (a real stack, Debian's chromium).
+screenshots: models tools
+	FACEREC_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:cacheprovider -q tests/web/test_every_page.py
 
 bench: models
 	$(BIN)/facerec bench embedder

@@ -6,13 +6,14 @@ The recognition answers are defined once, by the recognition layer, and imported
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from orchestrator.db.account_tables import PASSWORD_MAX, PASSWORD_MIN, Password, Username, UserPublic
+from orchestrator.db.job_tables import JobPriority
 from orchestrator.db.tables import (
     NAME_PATTERN,
     ApiKeyPublic,
@@ -22,11 +23,15 @@ from orchestrator.db.tables import (
     PersonSummary,
     RecognitionLogPublic,
     Role,
+    RolloutPublic,
 )
 from orchestrator.gallery.calibration import GalleryCalibration, histogram, scores_needed
+from orchestrator.jobs.workforce import JobWorkerState
 from orchestrator.pipeline.quality import Criterion
 from orchestrator.recognition.answers import Box, RecognizeAnswer
 from orchestrator.stats.host import MachineState, ProcessState
+from orchestrator.stats.inference import TritonModelStatistics
+from orchestrator.stats.live import MinuteTraffic, ReplicaTraffic
 from orchestrator.stats.minutes import MinuteSummary, RouteRecent
 
 
@@ -333,3 +338,86 @@ class Me(BaseModel):
     id: int
     role: Role
     name: str = Field(description="the key's name or the user's username")
+
+
+class RolloutPage(BaseModel):
+    items: list[RolloutPublic] = Field(description="newest first: the latest rollout is the first")
+    total: int
+
+
+class UserChange(BaseModel):
+    """What an admin changes of a user: its role, its password, or both."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"role": "admin"}})
+    role: Role | None = Field(default=None, description="takes effect at the user's next request")
+    password: Password | None = Field(
+        default=None,
+        description=f"{PASSWORD_MIN} to {PASSWORD_MAX} characters; ends the user's sessions "
+        "(but the one asking, when an admin changes its own)",
+    )
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"current_password": "correct horse", "new_password": "battery staple"}}
+    )
+    # As at login: a password set under an older rule is still the current one.
+    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    new_password: Password = Field(description=f"{PASSWORD_MIN} to {PASSWORD_MAX} characters")
+
+
+class JobWorkers(BaseModel):
+    """The job workers heard from in the last hour, and the messages waiting for them."""
+
+    items: list[JobWorkerState] = Field(description="by name")
+    lost_after_s: float = Field(
+        description="a worker silent this long is not alive: its items are queued again"
+    )
+    queues: dict[JobPriority, int] | None = Field(
+        description="messages waiting per priority; null without a broker, or when it does not answer"
+    )
+    queues_error: str | None = Field(description="why the queues could not be read")
+
+
+class GallerySize(BaseModel):
+    faces: int = Field(description="faces enrolled")
+    people: int
+
+
+class TrafficWindow(BaseModel):
+    since: datetime = Field(description="the first minute (inclusive)")
+    until: datetime = Field(
+        description="the minute after the last: minutes over for FACEREC_LOG__STATS_FLUSH_S and 2 s "
+        "more, so that every replica has written them"
+    )
+    minutes: list[MinuteTraffic] = Field(description="every minute, oldest first, summed over the replicas")
+
+
+class ReplicaNow(ReplicaTraffic):
+    """The replica that answered: with several, each poll may land on another."""
+
+    pid: int
+    cache: dict[str, Any] = Field(
+        description="its recognition cache: state, and hits, misses and errors since it started"
+    )
+
+
+class LiveStats(BaseModel):
+    """The dashboard's one answer. A part that cannot be read now is null, and ``errors`` says why."""
+
+    at: datetime = Field(description="the time of the answer")
+    window: TrafficWindow | None = Field(description="requests per minute over every replica (the database)")
+    replica: ReplicaNow
+    triton: list[TritonModelStatistics] | None = Field(
+        description="per model version, cumulative since Triton started: difference two answers for the "
+        "batch size and queue time between them"
+    )
+    queues: dict[JobPriority, int] | None = Field(description="job messages waiting per priority")
+    workers: list[JobWorkerState] | None
+    gallery: GallerySize | None
+    process: ProcessState | None
+    machine: MachineState | None
+    errors: dict[str, str] = Field(
+        description="part (window, triton, queues, workers, gallery, host) → what went wrong; "
+        "empty when every part answered"
+    )

@@ -157,6 +157,16 @@ class Jobs(Store):
             ).all()
             return [_item(item) for item in rows], total
 
+    def job_image(self, job_id: int, index: int, position: int = 0) -> tuple[str, bytes]:
+        """An item's stored image, (file name, bytes); NotFound when there is none (an unknown
+        item, or its job pruned with its images)."""
+        self.job(job_id)  # 404 naming the job when it is the job that is not there
+        with self._reading() as session:
+            image = session.get(JobImage, (job_id, index, position))
+            if image is None:
+                raise NotFound(f"job {job_id} has no image {position} of item {index}")
+            return image.filename, bytes(image.data)
+
     def claim_item(self, job_id: int, index: int, worker: str, task_id: str | None = None) -> Claim | None:
         """Take a queued item for ``worker``; None when it is not queued (done already, taken
         by another delivery of its message, or its job cancelled)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlmodel import col
 
 from orchestrator.core.errors import Conflict, NotFound
-from orchestrator.db.store import Store
+from orchestrator.db.store import Store, check_page
 from orchestrator.db.tables import ROLLOUT_FINISHED, GalleryState, Rollout, RolloutKind, RolloutPublic
 from orchestrator.db.types import utcnow
 
@@ -143,3 +143,13 @@ class Rollouts(Store):
         with self._reading() as session:
             rows = session.scalars(select(Rollout).where(_unfinished()))
             return [_public(row) for row in rows]
+
+    def list_rollouts(self, limit: int = 20, offset: int = 0) -> tuple[list[RolloutPublic], int]:
+        """Newest first: the latest rollout, finished or not, is the first."""
+        check_page(limit, offset)
+        with self._reading() as session:
+            total = session.scalar(select(func.count()).select_from(Rollout)) or 0
+            rows = session.scalars(
+                select(Rollout).order_by(col(Rollout.id).desc()).limit(limit).offset(offset)
+            ).all()
+            return [_public(row) for row in rows], total

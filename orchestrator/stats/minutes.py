@@ -167,16 +167,22 @@ class RequestMinutes:
     def put_back(self, minutes: Sequence[int]) -> None:
         self._unwritten.update(m for m in minutes if m in self._minutes)
 
-    def recent(self) -> tuple[float, list[RouteRecent]]:
-        """Per route, the current minute and the four before it: (seconds covered, routes)."""
+    def totals(self, minutes: int = RECENT_MINUTES) -> tuple[float, dict[str, Counts]]:
+        """Per route, the counts of the current minute and the ``minutes - 1`` before it (at
+        most :data:`RECENT_MINUTES` in all), with the seconds they cover."""
         now = self._clock()
-        first = int(now // 60) - (RECENT_MINUTES - 1)
+        first = int(now // 60) - (min(minutes, RECENT_MINUTES) - 1)
         seconds = max(1.0, min(now - first * 60, now - self.started))
         totals: dict[str, Counts] = {}
         for minute, routes in self._minutes.items():
             if minute >= first:
                 for route, counts in routes.items():
                     totals.setdefault(route, Counts()).add(counts)
+        return seconds, totals
+
+    def recent(self) -> tuple[float, list[RouteRecent]]:
+        """Per route, the current minute and the four before it: (seconds covered, routes)."""
+        seconds, totals = self.totals()
         return seconds, [
             RouteRecent(
                 route=route,

@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from orchestrator.accounts.principal import Principal
 from orchestrator.api.deps import identify
 from orchestrator.api.params import RowId
-from orchestrator.core.errors import FacerecError
+from orchestrator.core.errors import FacerecError, NotFound
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -38,6 +38,7 @@ NAVIGATION = (
     ("models", "Models", "/models", True),
     ("dashboard", "Dashboard", "/dashboard", True),
     ("users", "Users", "/users", True),
+    ("account", "Account", "/account", False),
 )
 """(page, label, path, admin only) in the order of the menu."""
 
@@ -89,9 +90,26 @@ async def home(request: Request) -> Response:
 async def login(request: Request) -> Response:
     if await signed_in(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
-    response = templates.TemplateResponse(request, "login.html", {"page": "login"})
+    return _signed_out_page(request, "login")
+
+
+def _signed_out_page(request: Request, page: str) -> Response:
+    open_registration = request.app.state.resources.settings.auth.open_registration
+    response = templates.TemplateResponse(
+        request, f"{page}.html", {"page": page, "open_registration": open_registration}
+    )
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY
     return response
+
+
+@router.get("/register", response_class=HTMLResponse)
+async def register(request: Request) -> Response:
+    """Creating one's own account: a page only while FACEREC_AUTH__OPEN_REGISTRATION is on."""
+    if not request.app.state.resources.settings.auth.open_registration:
+        raise NotFound("registration is closed; an admin creates users")
+    if await signed_in(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    return _signed_out_page(request, "register")
 
 
 def safe_next(target: str | None) -> str:
@@ -139,3 +157,8 @@ async def dashboard(request: Request) -> Response:
 @router.get("/users", response_class=HTMLResponse)
 async def users(request: Request) -> Response:
     return await _page(request, "users", admin=True)
+
+
+@router.get("/account", response_class=HTMLResponse)
+async def account(request: Request) -> Response:
+    return await _page(request, "account")

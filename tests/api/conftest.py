@@ -108,6 +108,7 @@ class Seeded:
             key_id=self.spare_key_id,
             rollout_id=self.rollout_id,
             job_id=self.job_id,
+            index=0,
             user_id=self.spare_user_id,
         )
 

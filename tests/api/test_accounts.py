@@ -283,3 +283,152 @@ async def test_me_names_the_key_for_a_key(recognizer: httpx.AsyncClient) -> None
         await recognizer.post("/v1/auth/logout")
     ).status_code == 204  # nothing to end; the key still works
     assert (await recognizer.get("/v1/auth/me")).status_code == 200
+
+
+async def test_the_last_admin_user_is_kept_whoever_asks(api: Api, admin: httpx.AsyncClient) -> None:
+    """root is the harness's only admin user: neither it nor an admin key may remove the last."""
+    users = {u["username"]: u["id"] for u in (await admin.get("/v1/users")).json()["items"]}
+    root = f"/v1/users/{users['root']}"
+    async with api.session("root") as itself:
+        assert_problem(await itself.delete(root), 409, "'root' is the last admin user")
+        assert_problem(await itself.patch(root, json={"role": "recognize"}), 409, "make another user admin")
+        assert (await itself.get("/v1/users")).status_code == 200  # still admin, still signed in
+    assert_problem(await admin.delete(root), 409, "last admin user")
+    assert_problem(await admin.patch(root, json={"role": "recognize"}), 409)
+    promoted = await admin.patch(f"/v1/users/{users['ada']}", json={"role": "admin"})
+    assert promoted.status_code == 200 and promoted.json()["role"] == "admin", promoted.text
+    async with api.session("root") as itself:
+        demoted = await itself.patch(root, json={"role": "recognize"})  # ada is admin now
+        assert demoted.status_code == 200 and demoted.json()["role"] == "recognize", demoted.text
+        assert_problem(await itself.get("/v1/users"), 403, "user root")  # at once, same session
+    assert_problem(await admin.delete(f"/v1/users/{users['ada']}"), 409, "'ada'")
+
+
+async def test_a_role_change_holds_from_the_user_s_next_request(api: Api, admin: httpx.AsyncClient) -> None:
+    ada_id = next(u["id"] for u in (await admin.get("/v1/users")).json()["items"] if u["username"] == "ada")
+    async with api.session("ada") as ada:
+        assert_problem(await ada.get("/v1/users"), 403)
+        assert (await admin.patch(f"/v1/users/{ada_id}", json={"role": "admin"})).status_code == 200
+        assert (await ada.get("/v1/users")).status_code == 200
+        assert (await ada.get("/v1/auth/me")).json()["role"] == "admin"
+        assert (await admin.patch(f"/v1/users/{ada_id}", json={"role": "recognize"})).status_code == 200
+        assert_problem(await ada.get("/v1/users"), 403, "role 'recognize'")
+
+
+async def test_a_password_reset_ends_the_user_s_sessions(api: Api, admin: httpx.AsyncClient) -> None:
+    spare = f"/v1/users/{api.seeded.spare_user_id}"
+    async with api.session("spare-user") as old:
+        changed = await admin.patch(spare, json={"password": "a-new-one-9"})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["role"] == "recognize" and "password" not in changed.text
+        assert_problem(await old.get("/v1/auth/me"), 401, "log in again")
+    async with api.client() as client:
+        wrong = {"username": "spare-user", "password": PASSWORD}
+        assert_problem(await client.post("/v1/auth/login", json=wrong), 401)
+    async with api.session("spare-user", "a-new-one-9") as new:
+        assert (await new.get("/v1/auth/me")).status_code == 200
+
+
+async def test_an_admin_resetting_its_own_password_stays_signed_in(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    root_id = next(u["id"] for u in (await admin.get("/v1/users")).json()["items"] if u["username"] == "root")
+    async with api.session("root") as asking, api.session("root") as elsewhere:
+        assert (
+            await asking.patch(f"/v1/users/{root_id}", json={"password": "rooted-again"})
+        ).status_code == 200
+        assert (await asking.get("/v1/users")).status_code == 200
+        assert_problem(await elsewhere.get("/v1/users"), 401)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("role", "root"), ("password", "short"), ("password", "x" * 257)]
+)
+async def test_a_change_outside_the_rules_is_a_422_naming_the_field(
+    api: Api, admin: httpx.AsyncClient, field: str, value: str
+) -> None:
+    problem = assert_problem(
+        await admin.patch(f"/v1/users/{api.seeded.spare_user_id}", json={field: value}), 422
+    )
+    assert problem["errors"][0]["loc"] == ["body", field]
+
+
+@pytest.mark.parametrize("body", [{}, {"role": None, "password": None}])
+async def test_a_change_of_nothing_answers_the_user_as_it_is(
+    api: Api, admin: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    async with api.session("spare-user") as spare:
+        same = await admin.patch(f"/v1/users/{api.seeded.spare_user_id}", json=body)
+        assert same.status_code == 200, same.text
+        assert (same.json()["username"], same.json()["role"]) == ("spare-user", "recognize")
+        assert (await spare.get("/v1/auth/me")).status_code == 200  # no password change: still in
+
+
+async def test_a_change_of_an_unknown_user_is_404(admin: httpx.AsyncClient) -> None:
+    assert_problem(await admin.patch("/v1/users/999999", json={"role": "admin"}), 404, "user 999999")
+
+
+async def test_a_user_changes_its_own_password_and_its_other_sessions_end(api: Api) -> None:
+    new = {"current_password": PASSWORD, "new_password": "lovelace-1815"}
+    async with api.session("ada") as asking, api.session("ada") as elsewhere:
+        wrong = await asking.post("/v1/auth/password", json={**new, "current_password": "nope"})
+        assert_problem(wrong, 403, "the current password is wrong")
+        assert (await elsewhere.get("/v1/auth/me")).status_code == 200  # nothing changed
+        assert_problem(await asking.post("/v1/auth/password", json={**new, "new_password": "short"}), 422)
+        changed = await asking.post("/v1/auth/password", json=new)
+        assert changed.status_code == 204, changed.text
+        assert (await asking.get("/v1/auth/me")).json()["name"] == "ada"
+        assert_problem(await elsewhere.get("/v1/auth/me"), 401, "log in again")
+    async with api.client() as client:
+        assert_problem(await client.post("/v1/auth/login", json=ADA), 401)
+    async with api.session("ada", "lovelace-1815") as again:
+        assert (await again.get("/v1/auth/me")).status_code == 200
+
+
+async def test_a_wrong_current_password_counts_as_a_failed_login(api: Api) -> None:
+    """A stolen session does not let its thief guess the password faster than the login does."""
+    with_auth(api, login_max_failures=2)
+    guess = {"current_password": "guess", "new_password": "lovelace-1815"}
+    async with api.session("ada") as ada:
+        for _ in range(2):
+            assert_problem(await ada.post("/v1/auth/password", json=guess), 403)
+        right = await ada.post("/v1/auth/password", json={**guess, "current_password": PASSWORD})
+        assert_problem(right, 429, "too many failed logins")
+        assert int(right.headers["retry-after"]) > 0
+    async with api.client() as client:
+        assert_problem(await client.post("/v1/auth/login", json=ADA), 429)
+
+
+async def test_a_key_has_no_password_to_change(admin: httpx.AsyncClient) -> None:
+    body = {"current_password": PASSWORD, "new_password": "lovelace-1815"}
+    assert_problem(await admin.post("/v1/auth/password", json=body), 403, "has no password")
+
+
+async def test_registration_is_throttled_per_address_apart_from_logins(api: Api) -> None:
+    with_auth(api, open_registration=True, login_max_failures_per_address=2, login_window_s=600)
+    async with api.client() as visitor:
+        made = [
+            (await visitor.post("/v1/auth/register", json={"username": "grace", "password": "cobol-1959"}))
+            for _ in range(2)
+        ]
+        assert [m.status_code for m in made] == [201, 409]  # a taken name counts too: it cost a hash
+        flooded = await visitor.post(
+            "/v1/auth/register", json={"username": "hopper", "password": "cobol-1959"}
+        )
+        assert_problem(flooded, 429, "too many registrations from this address")
+        assert 590 <= int(flooded.headers["retry-after"]) <= 600
+        assert (await visitor.post("/v1/auth/login", json=ADA)).status_code == 200  # logins go on
+    async with api.client() as client:
+        assert_problem(
+            await client.post("/v1/auth/login", json={"username": "hopper", "password": "cobol-1959"}), 401
+        )
+
+
+async def test_the_register_page_is_there_only_while_registration_is_open(api: Api) -> None:
+    async with api.client() as visitor:
+        assert (await visitor.get("/register")).status_code == 404
+        assert 'href="/register"' not in (await visitor.get("/login")).text
+        with_auth(api, open_registration=True)
+        page = await visitor.get("/register")
+        assert page.status_code == 200 and 'id="register"' in page.text
+        assert 'href="/register"' in (await visitor.get("/login")).text

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.unit
 PUBLIC = "no key"
 ANY_KEY = "any key"
 ADMIN = "admin"
+USER = "a user's session"
+"""A signed-in user of any role; a key is refused 403 (``POST /v1/auth/password``: a key has none)."""
+PAGE = "a page for any user"
+ADMIN_PAGE = "a page for admins"
+SIGNED_OUT_PAGE = "a page for the signed out"
+"""The web app's pages (orchestrator/web): a session opens them, a key does not."""
 
 Route = tuple[str, str]
 
@@ -51,6 +57,8 @@ ROLES: dict[Route, str] = {
     ("GET", "/v1/jobs/dead-letters"): ANY_KEY,
     ("GET", "/v1/jobs/{job_id}"): ANY_KEY,
     ("GET", "/v1/jobs/{job_id}/items"): ANY_KEY,
+    ("GET", "/v1/jobs/{job_id}/items/{index}/image"): ANY_KEY,
+    ("GET", "/v1/jobs/workers"): ANY_KEY,
     ("POST", "/v1/jobs/{job_id}/cancel"): ANY_KEY,
     ("POST", "/v1/jobs/{job_id}/retry"): ANY_KEY,
     # Everything else changes the gallery, the keys or the model: admin only.
@@ -63,11 +71,13 @@ ROLES: dict[Route, str] = {
     ("GET", "/v1/keys"): ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): ADMIN,
     ("GET", "/v1/models"): ADMIN,
+    ("GET", "/v1/models/rollouts"): ADMIN,
     ("POST", "/v1/models/rollouts"): ADMIN,
     ("GET", "/v1/models/rollouts/{rollout_id}"): ADMIN,
     ("POST", "/v1/models/rollouts/{rollout_id}/rollback"): ADMIN,
     ("GET", "/v1/log"): ADMIN,
     ("GET", "/v1/stats"): ADMIN,
+    ("GET", "/v1/stats/live"): ADMIN,
     ("GET", "/v1/index"): ADMIN,
     ("POST", "/v1/index/rebuild"): ADMIN,
     ("DELETE", "/v1/people"): ADMIN,
@@ -76,12 +86,27 @@ ROLES: dict[Route, str] = {
     ("POST", "/v1/calibration/recompute"): ADMIN,
     ("POST", "/v1/users"): ADMIN,
     ("GET", "/v1/users"): ADMIN,
+    ("PATCH", "/v1/users/{user_id}"): ADMIN,
     ("DELETE", "/v1/users/{user_id}"): ADMIN,
     # Signing in is open to anyone (registration only when it is switched on).
     ("POST", "/v1/auth/login"): PUBLIC,
     ("POST", "/v1/auth/register"): PUBLIC,
     ("POST", "/v1/auth/logout"): ANY_KEY,
     ("GET", "/v1/auth/me"): ANY_KEY,
+    ("POST", "/v1/auth/password"): USER,
+    # The web app.
+    ("GET", "/"): PAGE,
+    ("GET", "/recognise"): PAGE,
+    ("GET", "/people"): PAGE,
+    ("GET", "/people/{person_id}"): PAGE,
+    ("GET", "/jobs"): PAGE,
+    ("GET", "/jobs/{job_id}"): PAGE,
+    ("GET", "/account"): PAGE,
+    ("GET", "/models"): ADMIN_PAGE,
+    ("GET", "/dashboard"): ADMIN_PAGE,
+    ("GET", "/users"): ADMIN_PAGE,
+    ("GET", "/login"): SIGNED_OUT_PAGE,
+    ("GET", "/register"): SIGNED_OUT_PAGE,
     # Not a person called "duplicates" (``PATCH /v1/people/{person_id}``): 405, after the key.
     ("PATCH", "/v1/people/duplicates"): ADMIN,
     ("DELETE", "/v1/people/duplicates"): ADMIN,
@@ -106,6 +131,8 @@ VALID_REQUESTS: dict[Route, dict[str, Any]] = {
     ("POST", "/v1/users"): {"json": {"username": "grace", "password": "cobol-1959", "role": "recognize"}},
     ("POST", "/v1/auth/login"): {"json": {"username": "ada", "password": PASSWORD}},
     ("POST", "/v1/auth/register"): {"json": {"username": "grace", "password": "cobol-1959"}},
+    ("PATCH", "/v1/users/{user_id}"): {"json": {"role": "admin"}},
+    ("POST", "/v1/auth/password"): {"json": {"current_password": PASSWORD, "new_password": "cobol-1959"}},
 }
 """A body (or upload) valid for the route; a route missing here is called without one."""
 
@@ -135,6 +162,9 @@ async def test_route_needs_its_role(api: Api, route: Route) -> None:
     role = ROLES[route]
     url = api.seeded.path(template)
     valid = VALID_REQUESTS.get(route, {})
+    if role in (PAGE, ADMIN_PAGE, SIGNED_OUT_PAGE):
+        await assert_page_access(api, url, role)
+        return
 
     if role == PUBLIC:
         async with api.client() as anonymous:
@@ -170,6 +200,8 @@ async def test_route_needs_its_role(api: Api, route: Route) -> None:
             if role == ADMIN:
                 assert_problem(answer, 403)
                 assert_problem(await recognizer.request(method, url), 403)
+            elif role == USER and "X-API-Key" in recognizer.headers:
+                assert_problem(answer, 403, "has no password")
             else:
                 assert_allowed(answer)
     # Last, as it may change the gallery: the admin may call everything.
@@ -179,7 +211,43 @@ async def test_route_needs_its_role(api: Api, route: Route) -> None:
         assert_problem(answer, 405)
         assert answer.headers["allow"] == "GET"
         return
+    if role == USER:
+        assert_problem(answer, 403, "has no password")
+        return
     assert_allowed(answer)
+
+
+async def assert_page_access(api: Api, url: str, role: str) -> None:
+    """A page: sign-in for no session (a key opens none), the 403 page for a recognize user on
+    an admin page, the page itself otherwise; a signed-out page sends the signed in away."""
+    async with api.client() as anonymous:
+        answer = await anonymous.get(url)
+        if role == SIGNED_OUT_PAGE:
+            # /register is there only while registration is open (off by default: 404).
+            assert answer.status_code == (404 if url == "/register" else 200), answer.text
+        else:
+            assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
+    async with api.client(api.seeded.admin_key) as admin_key:
+        answer = await admin_key.get(url)
+        if role == SIGNED_OUT_PAGE:
+            assert answer.status_code == (404 if url == "/register" else 200), answer.text
+        else:
+            assert answer.status_code == 303, "a key opened a page"
+    async with api.session(api.seeded.recognize_user) as recognizer:
+        answer = await recognizer.get(url)
+        if role == SIGNED_OUT_PAGE:
+            assert answer.status_code == (303 if url == "/login" else 404)
+        elif role == ADMIN_PAGE:
+            assert answer.status_code == 403 and "needs the admin role" in answer.text
+        else:
+            assert answer.status_code == 200 and "<main" in answer.text
+            assert "Sign out" in answer.text and 'href="/users"' not in answer.text, "an admin link shown"
+    async with api.session(api.seeded.admin_user) as admin:
+        answer = await admin.get(url)
+        if role == SIGNED_OUT_PAGE:
+            assert answer.status_code == (303 if url == "/login" else 404)
+        else:
+            assert answer.status_code == 200 and 'href="/users"' in answer.text, "no admin link for an admin"
 
 
 @pytest.mark.parametrize(

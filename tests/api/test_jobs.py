@@ -488,3 +488,50 @@ async def test_dead_letters_are_the_dead_items_of_every_job(
     ]
     page = await get_json(admin, "/v1/jobs/dead-letters", limit=1, offset=1)
     assert ([(item["job_id"], item["index"]) for item in page["items"]], page["total"]) == ([(second, 2)], 2)
+
+
+# An item's image
+
+
+async def test_an_item_s_image_is_its_uploaded_bytes_with_their_type_until_the_job_is_pruned(
+    broker: Celery, gallery: Gallery, recognizer: httpx.AsyncClient
+) -> None:
+    parts = [
+        ("files", ("face.png", IMAGE, "image/png")),
+        ("files", ("broken.jpg", b"\xff\xd8\xff not really a jpeg", "image/jpeg")),
+        ("files", ("notes.jpg", b"<html>not an image</html>", "image/jpeg")),
+    ]
+    job_id = (await post_job(recognizer, parts=parts)).json()["job_id"]
+    url = f"/v1/jobs/{job_id}/items/{{}}/image"
+
+    image = await recognizer.get(url.format(0))
+    assert image.status_code == 200, image.text
+    assert (image.content, image.headers["content-type"]) == (IMAGE, "image/png")
+    assert image.headers["content-disposition"] == "inline; filename*=UTF-8''face.png"
+    corrupt = await recognizer.get(url.format(1))
+    assert (corrupt.content, corrupt.headers["content-type"]) == (parts[1][1][1], "image/jpeg")
+    other = await recognizer.get(url.format(2))  # stored as sent, never served as a page
+    assert (other.content, other.headers["content-type"]) == (parts[2][1][1], "application/octet-stream")
+    assert other.headers["x-content-type-options"] == "nosniff"
+
+    assert_problem(await recognizer.get(url.format(3)), 404, f"job {job_id} has no image 0 of item 3")
+    assert_problem(await recognizer.get(url.format(0), params={"position": 1}), 404, "no image 1 of item 0")
+    assert_problem(await recognizer.get("/v1/jobs/424242/items/0/image"), 404, "job 424242 not found")
+    assert_problem(await recognizer.get(url.format(-1)), 422)
+
+    assert (await recognizer.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
+    assert gallery.prune_jobs(utcnow() + timedelta(seconds=1)) == 1
+    assert_problem(await recognizer.get(url.format(0)), 404, f"job {job_id} not found")
+
+
+async def test_each_photo_of_an_enrolment_is_had_by_its_position(
+    broker: Celery, gallery: Gallery, admin: httpx.AsyncClient
+) -> None:
+    table = "external_id,name,photos\nE1,Ada Lovelace,1.png;2.png\n"
+    archive = zipped({"people.csv": table, "1.png": IMAGE, "2.png": png(48, 48)})
+    job_id = (await post_job(admin, "enrol", archive_part(archive))).json()["job_id"]
+    url = f"/v1/jobs/{job_id}/items/0/image"
+    assert (await admin.get(url)).content == IMAGE
+    second = await admin.get(url, params={"position": 1})
+    assert (second.status_code, second.content) == (200, png(48, 48))
+    assert second.headers["content-disposition"] == "inline; filename*=UTF-8''2.png"

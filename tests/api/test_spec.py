@@ -46,11 +46,13 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/keys"): {201} | JSON_BODY | ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): {204, 404, 409, 422} | ADMIN,
     ("GET", "/v1/models"): {200, 503} | ADMIN,
+    ("GET", "/v1/models/rollouts"): {200, 422} | ADMIN,
     ("POST", "/v1/models/rollouts"): {202, 409} | JSON_BODY | ADMIN,
     ("GET", "/v1/models/rollouts/{rollout_id}"): {200, 404, 422} | ADMIN,
     ("POST", "/v1/models/rollouts/{rollout_id}/rollback"): {202, 404, 409, 422} | ADMIN,
     ("GET", "/v1/log"): {200, 422} | ADMIN,
     ("GET", "/v1/stats"): {200, 422} | ADMIN,
+    ("GET", "/v1/stats/live"): {200, 422} | ADMIN,
     ("GET", "/v1/index"): {200, 503} | ADMIN,
     ("POST", "/v1/index/rebuild"): {202, 409} | ADMIN,
     ("DELETE", "/v1/people"): {200, 422, 503} | ADMIN,
@@ -61,19 +63,25 @@ STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/v1/jobs"): {202, 400, 403, 413, 422, 503} | AUTH,
     ("GET", "/v1/jobs"): {200, 422} | AUTH,
     ("GET", "/v1/jobs/dead-letters"): {200, 422} | AUTH,
+    ("GET", "/v1/jobs/workers"): {200} | AUTH,
     ("GET", "/v1/jobs/{job_id}"): {200, 404, 422} | AUTH,
     ("GET", "/v1/jobs/{job_id}/items"): {200, 404, 422} | AUTH,
+    ("GET", "/v1/jobs/{job_id}/items/{index}/image"): {200, 404, 422} | AUTH,
     ("POST", "/v1/jobs/{job_id}/cancel"): {200, 404, 409, 422} | SESSION_WRITE,
     ("POST", "/v1/jobs/{job_id}/retry"): {200, 404, 409, 422, 503} | SESSION_WRITE,
     ("GET", "/v1/users"): {200} | ADMIN,
     ("POST", "/v1/users"): {201, 409} | JSON_BODY | ADMIN,
-    ("DELETE", "/v1/users/{user_id}"): {204, 404, 422} | ADMIN,
+    # 409: the last admin user, which would be left no more (deleted or demoted).
+    ("PATCH", "/v1/users/{user_id}"): {200, 404, 409} | JSON_BODY | ADMIN,
+    ("DELETE", "/v1/users/{user_id}"): {204, 404, 409, 422} | ADMIN,
     # Wrong username or password (the same answer either way), or too many failures lately.
     ("POST", "/v1/auth/login"): {200, 401, 429} | JSON_BODY,
-    # 403: registration is closed (the default).
-    ("POST", "/v1/auth/register"): {201, 403, 409} | JSON_BODY,
+    # 403: registration is closed (the default); 429: too many from this address lately.
+    ("POST", "/v1/auth/register"): {201, 403, 409, 429} | JSON_BODY,
     ("POST", "/v1/auth/logout"): {204} | SESSION_WRITE,
     ("GET", "/v1/auth/me"): {200} | AUTH,
+    # 403: the current password is wrong, or a key asked; 429: too many wrong ones lately.
+    ("POST", "/v1/auth/password"): {204, 403, 429} | JSON_BODY | SESSION_WRITE,
 }
 """Every status each route can answer: its success, its auth (401, 403 on admin routes), 404
 for an id, 409 for a conflict, 400/413/415/422 for a body, 503 where Triton, the search

@@ -56,7 +56,7 @@ def test_a_recognize_user_sees_no_admin_pages_and_is_refused_them(open_page: Cal
     page = open_page("rex")
     page.goto("/recognise")
     menu = page.get_by_role("navigation", name="Pages").get_by_role("link").all_inner_texts()
-    assert menu == ["Recognise", "People", "Jobs"]
+    assert menu == ["Recognise", "People", "Jobs", "Account"]
     for admin_page in ("/models", "/dashboard", "/users"):
         answer = page.goto(admin_page)
         assert answer is not None and answer.status == 403

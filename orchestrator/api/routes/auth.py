@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from orchestrator.accounts.login import sign_in
-from orchestrator.accounts.users import add_user
+from orchestrator.accounts.login import change_own_password, sign_in
+from orchestrator.accounts.users import register as register_user
 from orchestrator.api.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -24,7 +24,7 @@ from orchestrator.api.deps import (
     current_principal,
 )
 from orchestrator.api.responses import JSON_BODY, problems
-from orchestrator.api.schemas import Login, Me, Registration, SignedIn
+from orchestrator.api.schemas import Login, Me, PasswordChange, Registration, SignedIn
 from orchestrator.core.errors import Forbidden
 from orchestrator.core.settings import AuthSettings
 from orchestrator.db.account_tables import UserPublic
@@ -33,6 +33,12 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 signed_in_router = APIRouter(
     prefix="/v1/auth", tags=["auth"], dependencies=[Depends(current_principal)], responses=problems(401)
 )
+
+
+def _address(request: Request) -> str:
+    """The client's address, which the throttle counts by (behind a proxy: as uvicorn's proxy
+    headers set it)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _secure(request: Request, settings: AuthSettings) -> bool:
@@ -54,9 +60,8 @@ def _secure(request: Request, settings: AuthSettings) -> bool:
 async def login(body: Login, request: Request, response: Response, resources: ResourcesDep) -> Any:
     """Sign in: the session cookie, and the CSRF token in a cookie and in the answer."""
     settings = resources.settings.auth
-    address = request.client.host if request.client else "unknown"
     user, session = await asyncio.to_thread(
-        sign_in, resources.gallery, settings, body.username, body.password, address
+        sign_in, resources.gallery, settings, body.username, body.password, _address(request)
     )
     secure = _secure(request, settings)
     max_age = math.ceil(settings.session_ttl_s)
@@ -76,15 +81,25 @@ async def login(body: Login, request: Request, response: Response, resources: Re
     responses=problems(
         403,
         409,
+        429,
         *JSON_BODY,
-        why={403: "registration is closed (FACEREC_AUTH__OPEN_REGISTRATION)", 409: "the username is taken"},
+        why={
+            403: "registration is closed (FACEREC_AUTH__OPEN_REGISTRATION)",
+            409: "the username is taken",
+            429: "too many registrations from this address lately",
+        },
     ),
 )
-async def register(body: Registration, resources: ResourcesDep) -> Any:
-    """Create a ``recognize`` user, when registration is open; then log in."""
-    if not resources.settings.auth.open_registration:
+async def register(body: Registration, request: Request, resources: ResourcesDep) -> Any:
+    """Create a ``recognize`` user, when registration is open; then log in. Each client
+    address may register ``FACEREC_AUTH__LOGIN_MAX_FAILURES_PER_ADDRESS`` users per
+    ``FACEREC_AUTH__LOGIN_WINDOW_S``."""
+    settings = resources.settings.auth
+    if not settings.open_registration:
         raise Forbidden("registration is closed; an admin creates users (POST /v1/users)")
-    return await asyncio.to_thread(add_user, resources.gallery, body.username, body.password, "recognize")
+    return await asyncio.to_thread(
+        register_user, resources.gallery, settings, body.username, body.password, _address(request)
+    )
 
 
 @signed_in_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -102,3 +117,33 @@ async def logout(principal: CurrentPrincipal, request: Request, resources: Resou
 @signed_in_router.get("/me", response_model=Me)
 async def me(principal: CurrentPrincipal) -> Any:
     return Me(kind=principal.kind, id=principal.id, role=principal.role, name=principal.name)
+
+
+@signed_in_router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(
+        403,
+        429,
+        *JSON_BODY,
+        why={
+            403: "the current password is wrong, or an API key asked (a key has no password)",
+            429: "too many failed password checks lately (counted with failed logins)",
+        },
+    ),
+)
+async def change_password(
+    body: PasswordChange, principal: CurrentPrincipal, request: Request, resources: ResourcesDep
+) -> Response:
+    """Change the signed-in user's own password. The current one is checked like a login
+    (a wrong one counts as a failed login); the user's other sessions end, this one stays."""
+    await asyncio.to_thread(
+        change_own_password,
+        resources.gallery,
+        resources.settings.auth,
+        principal,
+        body.current_password,
+        body.new_password,
+        _address(request),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,6 +20,7 @@ from orchestrator.api.schemas import DetailedHealth, Liveness, Readiness
 from orchestrator.core.resources import Resources
 from orchestrator.pipeline.face_pipeline import DETECTOR, EMBEDDER, LANDMARKS
 from orchestrator.stats.host import host_state
+from orchestrator.stats.inference import HEALTH_FIELDS, triton_statistics
 from orchestrator.stats.minutes import RequestMinutes
 from search_service.checksum import checksum_of_ids
 
@@ -96,27 +97,6 @@ def _recent_routes(minutes: RequestMinutes) -> dict[str, Any]:
     return {"window_s": round(seconds, 1), "items": [route.model_dump() for route in routes]}
 
 
-def _triton_statistics(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for model in stats.get("model_stats", []):
-        inferences = int(model.get("inference_count", 0))
-        executions = int(model.get("execution_count", 0))
-        queue = model.get("inference_stats", {}).get("queue", {})
-        success = model.get("inference_stats", {}).get("success", {})
-        count = int(success.get("count", 0)) or 1
-        rows.append(
-            {
-                "model": model["name"],
-                "version": model["version"],
-                "inference_count": inferences,
-                "execution_count": executions,
-                "average_batch_size": round(inferences / executions, 2) if executions else None,
-                "average_queue_ms": round(int(queue.get("ns", 0)) / count / 1e6, 3),
-            }
-        )
-    return rows
-
-
 @keyed_router.get(
     "/detailed",
     response_model=DetailedHealth,
@@ -155,7 +135,8 @@ async def detailed(resources: ResourcesDep, metrics: MetricsDep) -> JSONResponse
     except Exception as error:  # reported, not raised: this page must answer while degraded
         details["gallery"]["error"] = f"{type(error).__name__}: {error}"[:300]
     try:
-        details["triton"] = _triton_statistics(await resources.triton.statistics())
+        models = triton_statistics(await resources.triton.statistics())
+        details["triton"] = [model.model_dump(include=HEALTH_FIELDS) for model in models]
     except Exception as error:
         details["triton"] = {"error": f"{type(error).__name__}: {error}"[:300]}
     ok = all(c["ok"] for c in checks.values())

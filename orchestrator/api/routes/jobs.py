@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from orchestrator.api.deps import CurrentPrincipal, ResourcesDep, current_principal
 from orchestrator.api.params import LeftOut, Offset, RowId
 from orchestrator.api.responses import problems
-from orchestrator.core.errors import Forbidden, UpstreamUnavailable
+from orchestrator.api.schemas import JobWorkers
+from orchestrator.core.errors import Forbidden, ImageError, UpstreamUnavailable
 from orchestrator.core.resources import Resources
 from orchestrator.db.job_tables import ItemState, JobItemPublic, JobKind, JobPriority, JobPublic, JobState
 from orchestrator.db.jobs import Requeued
 from orchestrator.jobs.queue import send_item
 from orchestrator.jobs.uploads import enrol_items, recognize_items
+from orchestrator.jobs.workforce import waiting, worker_states
+from orchestrator.pipeline.vision.decode import sniff_format
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,11 @@ router = APIRouter(
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+INT32_MAX = 2**31 - 1
+"""An item's index and an image's position are 32-bit integers in every database."""
+ItemIndex = Annotated[int, Path(ge=0, le=INT32_MAX, description="the item's place in its job, from 0")]
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
+IMAGE_CONTENT = {kind: {"schema": {"type": "string", "contentMediaType": kind}} for kind in IMAGE_TYPES}
 
 
 class JobPage(BaseModel):
@@ -133,6 +142,20 @@ async def dead_letters(resources: ResourcesDep, limit: Limit = 100, offset: Offs
     return ItemPage(items=items, total=total)
 
 
+@router.get("/workers", response_model=JobWorkers)
+async def job_workers(resources: ResourcesDep) -> Any:
+    """The workers heard from in the last hour, whether each is alive and what it runs, and the
+    messages waiting per priority: whether a queued job will be taken, and by whom. Any
+    principal: the workers' names are already on the items they ran."""
+    lost_after_s = resources.settings.jobs.lost_after_s
+    workers = await asyncio.to_thread(worker_states, resources.gallery, lost_after_s)
+    try:
+        queues, queues_error = await waiting(resources.jobs), None
+    except UpstreamUnavailable as error:  # the workers are still worth an answer
+        queues, queues_error = None, str(error)
+    return JobWorkers(items=workers, lost_after_s=lost_after_s, queues=queues, queues_error=queues_error)
+
+
 @router.get("/{job_id}", response_model=JobPublic, responses=problems(404, 422))
 async def get_job(job_id: RowId, resources: ResourcesDep) -> Any:
     return await asyncio.to_thread(resources.gallery.job, job_id)
@@ -148,6 +171,41 @@ async def job_items(
 ) -> Any:
     items, total = await asyncio.to_thread(resources.gallery.job_items, job_id, state, limit, offset)
     return ItemPage(items=items, total=total)
+
+
+@router.get(
+    "/{job_id}/items/{index}/image",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the image as uploaded, with its type: JPEG, PNG, WebP or BMP "
+            "(application/octet-stream for bytes that are none of them, such as a corrupt upload)",
+            "content": IMAGE_CONTENT,
+        },
+        **problems(404, 422, why={404: "no such job, item or image, or the job was pruned with its images"}),
+    },
+)
+async def job_item_image(
+    job_id: RowId,
+    index: ItemIndex,
+    resources: ResourcesDep,
+    position: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="which of an enrolment's photos, from 0")
+    ] = 0,
+) -> Response:
+    """An item's uploaded image, kept in the database until the job's retention passes: a page
+    draws the item's faces (its ``result``) over it."""
+    filename, data = await asyncio.to_thread(resources.gallery.job_image, job_id, index, position)
+    try:
+        kind = f"image/{sniff_format(data)}"
+    except ImageError:  # stored as uploaded: the item failed on it
+        kind = "application/octet-stream"
+    headers = {
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename, safe='')}",
+        "Cache-Control": "private, max-age=3600",
+        "X-Content-Type-Options": "nosniff",  # uploaded bytes: never read as anything but their type
+    }
+    return Response(content=data, media_type=kind, headers=headers)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=problems(404, 409, 422))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
 
 from orchestrator.api.deps import ResourcesDep, admin_principal
-from orchestrator.api.params import RowId
+from orchestrator.api.params import Offset, RowId
 from orchestrator.api.responses import JSON_BODY, problems
-from orchestrator.api.schemas import ModelsAnswer, NewRollout
+from orchestrator.api.schemas import ModelsAnswer, NewRollout, RolloutPage
 from orchestrator.db.tables import RolloutPublic
 from orchestrator.modelrepo.fetch import ModelStore
 from orchestrator.modelrepo.records import VersionRecord, describe, inferred_source
@@ -74,6 +74,18 @@ async def models(resources: ResourcesDep) -> Any:
 async def start_rollout(body: NewRollout, resources: ResourcesDep) -> Any:
     """Switch the embedder to ``version`` under traffic; follow it at GET …/rollouts/{id}."""
     return await resources.rollouts.start(body.version)
+
+
+@router.get("/rollouts", response_model=RolloutPage, responses=problems(422))
+async def list_rollouts(
+    resources: ResourcesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="rollouts per page")] = 20,
+    offset: Offset = 0,
+) -> Any:
+    """Every rollout, rebuild and rollback, newest first: the first is the latest, whether it
+    is still running or has ended (so a page shown again finds what to follow)."""
+    rollouts, total = await asyncio.to_thread(resources.gallery.list_rollouts, limit, offset)
+    return RolloutPage(items=rollouts, total=total)
 
 
 @router.get("/rollouts/{rollout_id}", response_model=RolloutPublic, responses=problems(404, 422))
