@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import unavailable
@@ -32,8 +33,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 USERS = {"ada": ("admin", "ada-password-1"), "rex": ("recognize", "rex-password-1")}
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 860}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="package")
@@ -57,11 +58,9 @@ def web_stack(triton_server: TritonServer, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="package")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
         unavailable(f"no chromium at {CHROMIUM} (Debian's package chromium; `make tools` installs it)")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -70,25 +69,15 @@ def browser() -> Iterator[object]:
             launched.close()
 
 
-def _context(browser: object, base_url: str, viewport: dict[str, int]) -> object:
-    from playwright.sync_api import Browser
-
-    assert isinstance(browser, Browser)
-    return browser.new_context(base_url=base_url, viewport=viewport)  # type: ignore[arg-type]
-
-
 @pytest.fixture
-def open_page(browser: object, web_stack: Stack) -> Iterator[Callable[..., object]]:
+def open_page(browser: Browser, web_stack: Stack) -> Iterator[Callable[..., Page]]:
     """``open_page(user=None, viewport=DESKTOP)``: a page in a new context, signed in as
     ``user`` through the API (the sign-in form has a test of its own)."""
-    from playwright.sync_api import BrowserContext, Page
-
     contexts: list[BrowserContext] = []
     errors: list[str] = []
 
-    def opened(user: str | None = None, viewport: dict[str, int] = DESKTOP) -> Page:
-        context = _context(browser, web_stack.url, viewport)
-        assert isinstance(context, BrowserContext)
+    def opened(user: str | None = None, viewport: ViewportSize = DESKTOP) -> Page:
+        context = browser.new_context(base_url=web_stack.url, viewport=viewport)
         contexts.append(context)
         if user is not None:
             answer = context.request.post(

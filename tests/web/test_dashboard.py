@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from orchestrator.pipeline.face_pipeline import EMBEDDER
 from tests.e2e.flows import create_person, enrol
@@ -42,8 +43,6 @@ def wait_for_count(page: Any, selector: str, least: int) -> None:
 
 
 def opened(open_page: Callable[..., Any], **options: Any) -> Any:
-    from playwright.sync_api import expect
-
     page = open_page("ada", **options)
     page.goto("/dashboard")
     expect(page.locator("#fresh-state")).to_have_text("live")
@@ -58,8 +57,6 @@ def recognize(api: httpx.Client, photo: Path) -> None:
 def test_the_figures_follow_the_service_live(
     open_page: Callable[..., Any], api: httpx.Client, photos: Path
 ) -> None:
-    from playwright.sync_api import expect
-
     page = opened(open_page)
     workers = page.locator("#tile-workers")
     expect(workers.locator(".value")).to_have_text(re.compile(r"^[1-9]\d* of [1-9]\d*$"))
@@ -95,8 +92,6 @@ def test_the_figures_follow_the_service_live(
 
 
 def test_a_failed_refresh_shows_stale_figures_and_says_why(open_page: Callable[..., Any]) -> None:
-    from playwright.sync_api import expect
-
     page = opened(open_page)
     faces = page.locator("#tile-faces .value").inner_text()
     page.route("**/v1/stats/live*", lambda route: route.abort("connectionrefused"))
@@ -110,8 +105,6 @@ def test_a_failed_refresh_shows_stale_figures_and_says_why(open_page: Callable[.
 
 
 def test_the_dashboard_fits_a_phone(open_page: Callable[..., Any]) -> None:
-    from playwright.sync_api import expect
-
     page = opened(open_page, viewport=PHONE)
     expect(page.locator("#chart-p99 svg")).to_be_visible()
     expect(page.locator("#tile-workers .value")).not_to_have_text("—")

@@ -49,8 +49,8 @@ def scene(
 def _scene(
     api: httpx.Client, photos: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    ann = create_person(api, "Scene Obama", age=62, gender="male", address="Chicago")
-    joe = create_person(api, "Scene Biden", age=83, gender="male", address="Wilmington")
+    ann = create_person(api, "Barack Obama", age=62, gender="male", address="Chicago")
+    joe = create_person(api, "Joe Biden", age=83, gender="male", address="Wilmington")
     for person, photo in ((ann, "obama.jpg"), (ann, "obama2.jpg"), (joe, "biden.jpg")):
         enrol(api, person["id"], photos / photo, force="true")  # other modules enrol them too
     files = [("files", (n, (photos / n).read_bytes(), "image/jpeg")) for n in ("obama3.jpg", "biden.jpg")]
