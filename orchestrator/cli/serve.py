@@ -90,6 +90,16 @@ def _print_triton(server: TritonServer) -> None:
 def _serve(settings: Settings) -> None:
     """The API on ``settings.port``: in this process, or in ``FACEREC_API__WORKERS`` processes
     sharing the port."""
+    if (
+        settings.search.backend == "milvus"
+        and settings.milvus_uri.endswith(".db")
+        and settings.api.workers > 1
+    ):
+        raise SystemExit(
+            f"Milvus Lite ({settings.milvus_uri}) is embedded in the one process that opens it, so it "
+            f"cannot serve {settings.api.workers} API workers: set FACEREC_API__WORKERS=1, run `facerec up` "
+            "(which serves the file to all its processes), or point FACEREC_SEARCH__MILVUS_URI at a server"
+        )
     if settings.api.workers == 1:
         serve_one(settings)
     else:
@@ -175,15 +185,21 @@ def _listening(worker: ManagedProcess, port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
+def _local_search_token(settings: Settings) -> SecretStr:
+    """FACEREC_SEARCH_TOKEN if set, else the one kept in the data dir (made at the first start),
+    so nothing local is left open."""
+    if settings.search_token is None:
+        settings.search_token = SecretStr(read_or_create_token(settings.data_dir / SEARCH_TOKEN_FILE))
+    return settings.search_token
+
+
 def _search_service(settings: Settings) -> tuple[ManagedProcess, Callable[[], ManagedProcess]]:
     """The search service beside the API, sharing a token with it, and how to start it until ready.
 
-    The token is FACEREC_SEARCH_TOKEN if set, else the one kept in the data dir (made at
-    the first start), so nothing local is left open. It travels in the child's
-    environment: a command line is visible to every user of the machine.
+    The token (:func:`_local_search_token`) travels in the child's environment: a command
+    line is visible to every user of the machine.
     """
-    if settings.search_token is None:
-        settings.search_token = SecretStr(read_or_create_token(settings.data_dir / SEARCH_TOKEN_FILE))
+    token = _local_search_token(settings)
     # A group of its own, so the terminal's Ctrl-C reaches only `up`, which stops it in order.
     search = ManagedProcess(
         "search service", settings.logs_dir / "search.log", own_group=True, die_with_parent=True
@@ -197,9 +213,59 @@ def _search_service(settings: Settings) -> tuple[ManagedProcess, Callable[[], Ma
         "--data-dir",
         str(settings.data_dir / "search"),
     ]
-    env = {**os.environ, "FACEREC_SEARCH_TOKEN": settings.search_token.get_secret_value()}
+    env = {**os.environ, "FACEREC_SEARCH_TOKEN": token.get_secret_value()}
     health = f"{settings.search_service_urls[0]}/health"
     return search, lambda: search.start(command, env=env).wait_http(health, 60.0)
+
+
+def _milvus_lite(settings: Settings) -> tuple[ManagedProcess, Callable[[], ManagedProcess]]:
+    """Milvus Lite's file served on the search service's port, for the API workers and the job
+    worker alike (one process only may open the file), and how to start it until it listens.
+
+    From here on ``settings`` point at it; it checks the same token as the search service.
+    """
+    token = _local_search_token(settings)
+    served = ManagedProcess(
+        "milvus lite", settings.logs_dir / "milvus.log", own_group=True, die_with_parent=True
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.runtime.milvus_lite",
+        "--data",
+        settings.milvus_uri,
+        "--port",
+        str(settings.search_port),
+    ]
+    env = {**os.environ, "FACEREC_SEARCH_TOKEN": token.get_secret_value()}
+    settings.search.milvus_uri = f"http://127.0.0.1:{settings.search_port}"
+    listening = partial(_port_open, settings.search_port)
+    return served, lambda: served.start(command, env=env).wait_until(listening, 60.0)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _start_search(settings: Settings, children: Supervisor) -> None:
+    """What answers searches for ``up``: the FAISS search service, Milvus Lite's file served
+    to every process, or nothing here (a Milvus server at ``FACEREC_SEARCH__MILVUS_URI``)."""
+    if settings.search.backend == "faiss":
+        search, start = _search_service(settings)
+        children.start(Child("search service", search, start))
+        print(f"search service: {settings.search_service_urls[0]}", flush=True)
+    elif settings.milvus_uri.endswith(".db"):
+        lite_file = settings.milvus_uri
+        served, start = _milvus_lite(settings)
+        children.start(Child(served.name, served, start))
+        print(f"search: Milvus Lite {lite_file} at {settings.milvus_uri}", flush=True)
+    else:
+        _local_search_token(settings)
+        print(f"search: Milvus at {settings.milvus_uri}", flush=True)
 
 
 def start_search_service(settings: Settings, stack: contextlib.ExitStack) -> ManagedProcess:
@@ -219,14 +285,16 @@ def _start_job_worker(worker: ManagedProcess, settings: Settings) -> None:
         "FACEREC_PORT": str(settings.port),
         "FACEREC_REDIS_URL": settings.redis_url,
         "FACEREC_SEARCH_TOKEN": settings.search_token.get_secret_value(),
+        "FACEREC_SEARCH__BACKEND": settings.search.backend,
+        **({"FACEREC_SEARCH__MILVUS_URI": settings.search.milvus_uri} if settings.search.milvus_uri else {}),
     }
     command = [sys.executable, "-m", "orchestrator.cli", "worker"]
     worker.start(command, env=env).wait_until(lambda: " ready." in worker.log_tail(), JOB_WORKER_START_S)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Triton, the search service, a local Valkey (unless REDIS_URL is set), a job worker and the
-    API, in the foreground.
+    """Triton, the search service (or Milvus Lite's server), a local Valkey (unless REDIS_URL is set),
+    a job worker and the API, in the foreground.
 
     The servers are children kept up by a Supervisor, and they die with this process.
     """
@@ -242,9 +310,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             server = _triton(settings, TritonPorts.beside(settings.port))
             children.start(Child("tritonserver", server, server.start_ready))
             _print_triton(server)
-            search, start_search = _search_service(settings)
-            children.start(Child("search service", search, start_search))
-            print(f"search service: {settings.search_service_urls[0]}", flush=True)
+            _start_search(settings, children)
             if settings.redis_url is None:
                 valkey = LocalValkey(settings.data_dir / "cache", settings.cache_port)
                 children.start(Child("valkey-server", valkey, valkey.start))

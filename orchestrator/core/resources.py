@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from orchestrator.clients.search import SearchClient
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.settings import Settings
 from orchestrator.db.gallery import Gallery
@@ -29,7 +29,7 @@ class Resources:
     settings: Settings
     gallery: Gallery
     triton: TritonModels
-    search: SearchClient
+    search: SearchBackend
     cache: RecognitionCache
     pipeline: FacePipeline
     recognition: Recognition

@@ -157,6 +157,26 @@ class IndexSettings(BaseModel):
         return self
 
 
+class SearchBackendSettings(BaseModel):
+    """Which search backend holds the gallery's vectors (``FACEREC_SEARCH__*``; the FAISS
+    service's own ``FACEREC_SEARCH_URLS`` and ``FACEREC_SEARCH_TOKEN`` keep their names)."""
+
+    backend: Literal["faiss", "milvus"] = "faiss"
+    """``faiss``: this project's search service (one machine, or shards of it). ``milvus``: a
+    Milvus server or cluster at ``milvus_uri``, or Milvus Lite in a file (README, "Search backends")."""
+    milvus_uri: str | None = None
+    """``http://host:19530`` for a Milvus server or cluster; a path ending in ``.db`` for a Milvus
+    Lite file. Default: ``<data dir>/milvus.db``, which ``facerec up`` serves to its processes."""
+    milvus_token: SecretStr | None = None
+    """Sent to Milvus as its token (``user:password`` or an API key) when it has authentication
+    on; default: ``FACEREC_SEARCH_TOKEN``, which the Milvus Lite server of ``facerec up`` checks."""
+    milvus_gpu_index: bool = False
+    """Build the GPU kinds of the ``FACEREC_INDEX__KIND`` indexes (GPU_BRUTE_FORCE, GPU_IVF_FLAT,
+    GPU_CAGRA) for a Milvus GPU image; Milvus Lite has none."""
+    timeout_s: PositiveFloat = 10.0
+    """Each call to Milvus (its retries included)."""
+
+
 class LogSettings(BaseModel):
     """The recognition log and the per-minute request statistics kept in the database."""
 
@@ -274,6 +294,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     index: IndexSettings = IndexSettings()
     auth: AuthSettings = AuthSettings()
+    search: SearchBackendSettings = SearchBackendSettings()
     search_urls: list[str] = []
     """Search service shard URLs; default: the local one beside ``FACEREC_PORT``."""
     search_token: SecretStr | None = None
@@ -331,3 +352,12 @@ class Settings(BaseSettings):
     @property
     def search_service_urls(self) -> list[str]:
         return self.search_urls or [f"http://127.0.0.1:{self.search_port}"]
+
+    @property
+    def milvus_uri(self) -> str:
+        return self.search.milvus_uri or str(self.data_dir / "milvus.db")
+
+    @property
+    def milvus_token(self) -> str | None:
+        token = self.search.milvus_token or self.search_token
+        return token.get_secret_value() if token else None

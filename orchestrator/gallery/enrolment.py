@@ -21,7 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from orchestrator.clients.search import SearchClient, SearchServiceError
+from orchestrator.clients.search import SearchServiceError
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.core.errors import (
     Conflict,
     FaceCountError,
@@ -67,7 +68,7 @@ class Enrolment:
     def __init__(
         self,
         gallery: Gallery,
-        search: SearchClient,
+        search: SearchBackend,
         pipeline: FacePipeline,
         quality_gate: QualitySettings | None = None,
         *,

@@ -13,7 +13,8 @@ import logging
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.clients.search import SearchClient, SearchServiceError
+from orchestrator.clients.search import SearchServiceError
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.core.errors import UpstreamUnavailable
 from orchestrator.db.gallery import Gallery
 from search_service.checksum import checksum_of_ids
@@ -74,7 +75,7 @@ class GalleryCleared(BaseModel):
     vectors: int = Field(description="deleted from the live collection (and one a rollout is building)")
 
 
-async def index_status(gallery: Gallery, search: SearchClient) -> IndexStatus:
+async def index_status(gallery: Gallery, search: SearchBackend) -> IndexStatus:
     state = await asyncio.to_thread(gallery.state)
     try:
         info = await search.info(state.active_collection)
@@ -97,7 +98,7 @@ async def index_status(gallery: Gallery, search: SearchClient) -> IndexStatus:
     )
 
 
-async def forget_everyone(gallery: Gallery, search: SearchClient) -> GalleryCleared:
+async def forget_everyone(gallery: Gallery, search: SearchBackend) -> GalleryCleared:
     """Delete every person, face and embedding, then their vectors from the live collection
     and from one a rollout or rebuild is building.
 
@@ -128,7 +129,7 @@ async def forget_everyone(gallery: Gallery, search: SearchClient) -> GalleryClea
 
 
 async def _delete_the_deleted(
-    gallery: Gallery, search: SearchClient, collection: str, version: str, *, must_exist: bool
+    gallery: Gallery, search: SearchBackend, collection: str, version: str, *, must_exist: bool
 ) -> int:
     """Delete from ``collection`` every id the database no longer has; how many went.
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from orchestrator.clients.search import SearchClient, SearchServiceError
+from orchestrator.clients.search import SearchServiceError
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.db.gallery import Gallery
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from search_service.checksum import checksum_of_ids
@@ -39,7 +40,7 @@ def decode_crops(pngs: list[bytes]) -> np.ndarray:
     return np.stack(crops)
 
 
-async def put_vectors(search: SearchClient, collection: str, ids: list[int], vectors: np.ndarray) -> None:
+async def put_vectors(search: SearchBackend, collection: str, ids: list[int], vectors: np.ndarray) -> None:
     """Add ``vectors`` [n, D] under ``ids``; an id already there is left as it is.
 
     A rollout pass, an enrolment's dual write and a repair may each add the same face at
@@ -71,7 +72,7 @@ async def embed_missing(
     version: str,
     *,
     collection: str | None = None,
-    search: SearchClient | None = None,
+    search: SearchBackend | None = None,
     batch: int = 32,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> int:
@@ -114,7 +115,7 @@ class Reconciliation:
     """Faces missing from the collection or extra in it, that stayed so while writes settled."""
 
 
-async def ensure_collection(search: SearchClient, name: str, spec: CollectionSpec) -> None:
+async def ensure_collection(search: SearchBackend, name: str, spec: CollectionSpec) -> None:
     """Create collection ``name`` as ``spec`` says, unless it exists.
 
     One that exists with other index settings is kept as it is: the settings (``FACEREC_INDEX__*``)
@@ -138,7 +139,7 @@ async def ensure_collection(search: SearchClient, name: str, spec: CollectionSpe
             )
 
 
-async def disagreement(gallery: Gallery, search: SearchClient, collection: str, version: str) -> set[int]:
+async def disagreement(gallery: Gallery, search: SearchBackend, collection: str, version: str) -> set[int]:
     """Face ids in only one of the collection and the database (embeddings of ``version``).
 
     The collection is listed first: every write reaches the database before the index, so
@@ -151,7 +152,7 @@ async def disagreement(gallery: Gallery, search: SearchClient, collection: str, 
 
 async def reconcile(
     gallery: Gallery,
-    search: SearchClient,
+    search: SearchBackend,
     pipeline: FacePipeline,
     spec: CollectionSpec,
     settle_s: float = 2.0,
@@ -185,7 +186,7 @@ class Repair:
     removed: int
 
 
-async def repair_in_place(gallery: Gallery, search: SearchClient, collection: str, version: str) -> Repair:
+async def repair_in_place(gallery: Gallery, search: SearchBackend, collection: str, version: str) -> Repair:
     """Make a live collection hold exactly the database's faces with a ``version`` embedding.
 
     Deletes the ids the database no longer has and adds the missing ones from their

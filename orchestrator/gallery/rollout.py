@@ -34,7 +34,8 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from orchestrator.clients.search import SearchClient, SearchServiceError
+from orchestrator.clients.search import SearchServiceError
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.clients.triton_control import ModelControl
 from orchestrator.core.errors import Conflict, InvalidRequest
 from orchestrator.core.settings import IndexSettings, MatchSettings, RolloutSettings
@@ -69,7 +70,7 @@ class RolloutRunner:
     def __init__(
         self,
         gallery: Gallery,
-        search: SearchClient,
+        search: SearchBackend,
         pipeline: FacePipeline,
         control: ModelControl,
         dim: int,

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from orchestrator.clients.search import SearchClient
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.db.face_scores import FaceScoreRow, ScoreRaise
 from orchestrator.db.gallery import Gallery
 from orchestrator.db.tables import PersonSummary
@@ -77,7 +77,7 @@ def best_of(face_id: int, hits: Sequence[Hit], owners: dict[int, int]) -> FaceSc
 
 class ScoreKeeper:
     def __init__(
-        self, gallery: Gallery, search: SearchClient, neighbours: int, *, batch: int = BATCH
+        self, gallery: Gallery, search: SearchBackend, neighbours: int, *, batch: int = BATCH
     ) -> None:
         self.gallery = gallery
         self.search = search

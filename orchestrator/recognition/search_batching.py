@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator.clients.search import SearchClient
+from orchestrator.clients.search_backend import SearchBackend
 from search_service.schema import Hit
 
 Waiter = tuple[npt.NDArray[np.float32], "asyncio.Future[list[list[Hit]]]"]
@@ -27,7 +27,7 @@ class _Lane:
 
 
 class SearchBatcher:
-    def __init__(self, client: SearchClient, max_queries: int = 256) -> None:
+    def __init__(self, client: SearchBackend, max_queries: int = 256) -> None:
         self.client = client
         self.max_queries = max_queries
         self._lanes: dict[tuple[str, int], _Lane] = {}

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import cv2
 
+from orchestrator.clients.milvus import MilvusSearch
 from orchestrator.clients.search import SearchClient
+from orchestrator.clients.search_backend import SearchBackend
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.settings import Settings
 from orchestrator.db.engine import default_database_url, make_engine, migrate
@@ -30,7 +32,7 @@ from orchestrator.recognition.service import Recognition
 @dataclass
 class Serving:
     gallery: Gallery
-    search: SearchClient
+    search: SearchBackend
     cache: RecognitionCache
     triton: TritonModels
     budget: PixelBudget
@@ -42,6 +44,19 @@ class Serving:
     enrolment: Enrolment
 
 
+def open_search(settings: Settings) -> SearchBackend:
+    """The search backend ``FACEREC_SEARCH__BACKEND`` names; it connects at its first call."""
+    if settings.search.backend == "milvus":
+        return MilvusSearch(
+            settings.milvus_uri,
+            token=settings.milvus_token,
+            timeout=settings.search.timeout_s,
+            gpu_index=settings.search.milvus_gpu_index,
+        )
+    token = settings.search_token.get_secret_value() if settings.search_token else None
+    return SearchClient(settings.search_service_urls, token=token)
+
+
 async def open_serving(stack: AsyncExitStack, settings: Settings) -> Serving:
     """Open the database (migrated), the clients and the pipeline; ``stack`` closes them."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -50,8 +65,7 @@ async def open_serving(stack: AsyncExitStack, settings: Settings) -> Serving:
     await asyncio.to_thread(migrate, engine)
     gallery = Gallery(engine)
 
-    token = settings.search_token.get_secret_value() if settings.search_token else None
-    search = SearchClient(settings.search_service_urls, token=token)
+    search = open_search(settings)
     stack.push_async_callback(search.aclose)
     cache = RecognitionCache(settings.redis_url, ttl_s=settings.api.cache_ttl_s)
     await cache.start()

@@ -8,9 +8,15 @@ import pytest
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
 from tests.e2e.flows import best_name, create_person, enrol, make_gallery, recognize
 from tests.support import augment
-from tests.support.stack import Stack
+from tests.support.stack import BACKENDS, Stack
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def search_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the FAISS service, then on Milvus (Lite)."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tests.conftest import local_triton
 from tests.e2e.flows import create_person, enrol
 from tests.support import augment
 from tests.support.rollout_traffic import follow_rollout, recognition_traffic
-from tests.support.stack import ADMIN_KEY, Stack, redis_url, sqlite_url
+from tests.support.stack import ADMIN_KEY, BACKENDS, Stack, redis_url, sqlite_url
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +40,24 @@ def own_triton(
         yield server
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def search_backend(request: pytest.FixtureRequest) -> str:
+    """Every rollout here runs on the FAISS service, then on Milvus (Lite)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def stack(own_triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("rollout")
+def stack(
+    own_triton: TritonServer, tmp_path_factory: pytest.TempPathFactory, search_backend: str
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp(f"rollout-{search_backend}")
     running = Stack(
         root,
         own_triton,
         sqlite_url(root),
         redis_url(),
         api_env={"FACEREC_TRITON__METRICS_URL": own_triton.metrics_url, "FACEREC_ROLLOUT__BATCH": "8"},
+        backend=search_backend,
     ).start()
     yield running
     running.stop()

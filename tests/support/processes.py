@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Self
@@ -103,6 +104,29 @@ class SearchServiceProcess(ChildProcess):
             {"FACEREC_SEARCH_DEVICE": "cpu", "FACEREC_SEARCH_TOKEN": self.token, **env},
             "/health",
         )
+
+
+class MilvusLiteProcess(ChildProcess):
+    """Milvus Lite's file served over gRPC (``python -m orchestrator.runtime.milvus_lite``), as
+    ``facerec up`` runs it for the milvus backend; ``url`` is the ``FACEREC_SEARCH__MILVUS_URI``
+    of its callers, ``token`` their ``FACEREC_SEARCH_TOKEN``."""
+
+    def __init__(self, data: Path, *, log_dir: Path | None = None, token: str | None = None) -> None:
+        self.data_dir = data
+        self.token = token or secrets.token_urlsafe(32)
+        args = ["-m", "orchestrator.runtime.milvus_lite", "--data", str(data), "--port", "{port}"]
+        super().__init__(data.name, args, log_dir or data.parent, {"FACEREC_SEARCH_TOKEN": self.token}, "")
+
+    def wait_ready(self, timeout_s: float = 90.0) -> Self:
+        self.proc.wait_until(self._listening, timeout_s)
+        return self
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
 
 class JobWorkerProcess(ChildProcess):

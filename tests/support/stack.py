@@ -16,10 +16,12 @@ import redis
 
 from orchestrator.runtime.triton_server import TritonServer
 from tests.conftest import unavailable
-from tests.support.processes import ChildProcess, JobWorkerProcess, SearchServiceProcess
+from tests.support.processes import ChildProcess, JobWorkerProcess, MilvusLiteProcess, SearchServiceProcess
 
 ADMIN_KEY = "frk_e2e-admin-key-for-tests-only-0123456789"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
+BACKENDS = ("faiss", "milvus")
+"""The search backends (``FACEREC_SEARCH__BACKEND``) a stack can run on."""
 
 
 def redis_url() -> str:
@@ -35,7 +37,10 @@ def sqlite_url(root: Path) -> str:
 
 
 class Stack:
-    """``cache_url=None`` runs without a cache, whatever REDIS_URL the caller's environment has."""
+    """``cache_url=None`` runs without a cache, whatever REDIS_URL the caller's environment has.
+
+    ``backend="milvus"`` puts Milvus Lite's server where the search service was (``search``),
+    as ``facerec up`` does with that backend."""
 
     api_timeout_s = 90.0
 
@@ -46,17 +51,32 @@ class Stack:
         database_url: str,
         cache_url: str | None,
         api_env: dict[str, str | None] | None = None,
+        backend: str = "faiss",
     ) -> None:
         self.root = root
         self.triton = triton
         self.database_url = database_url
         self.cache_url = cache_url
-        self.search = SearchServiceProcess(root / "search", log_dir=root / "logs")
+        self.backend = backend
+        self.search: SearchServiceProcess | MilvusLiteProcess
+        if backend == "milvus":
+            self.search = MilvusLiteProcess(root / "milvus.db", log_dir=root / "logs")
+            search_env: dict[str, str | None] = {
+                "FACEREC_SEARCH__BACKEND": "milvus",
+                "FACEREC_SEARCH__MILVUS_URI": self.search.url,
+                "FACEREC_SEARCH_URLS": None,
+            }
+        else:
+            self.search = SearchServiceProcess(root / "search", log_dir=root / "logs")
+            search_env = {
+                "FACEREC_SEARCH__BACKEND": "faiss",
+                "FACEREC_SEARCH_URLS": json.dumps([self.search.url]),
+            }
         env: dict[str, str | None] = {
             "FACEREC_DATA_DIR": str(root),
             "FACEREC_TRITON__URL": triton.grpc_url,
             "FACEREC_TRITON__TIMEOUT_S": "60",
-            "FACEREC_SEARCH_URLS": json.dumps([self.search.url]),
+            **search_env,
             "FACEREC_SEARCH_TOKEN": self.search.token,
             "FACEREC_ADMIN_KEY": ADMIN_KEY,
             "DATABASE_URL": database_url,
