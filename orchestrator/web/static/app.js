@@ -149,6 +149,28 @@ const facerec = (() => {
     return () => clearTimeout(timer);
   }
 
+  // A poll of `refresh` (true while there is more to wait for) that anything may start again:
+  // the start it returns does nothing while the poll runs. A failed refresh is shown and tried
+  // again, unless `final(error)` says there is nothing left to wait for.
+  function poller(seconds, refresh, final = () => false) {
+    let polling = false;
+    return function start() {
+      if (polling) return;
+      polling = true;
+      every(seconds, async () => {
+        let more = true;
+        try {
+          more = await refresh();
+        } catch (error) {
+          showProblem(error);
+          if (final(error)) more = false;
+        }
+        polling = more;
+        return more;
+      });
+    };
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const out = document.getElementById("sign-out");
     if (out) {
@@ -161,5 +183,5 @@ const facerec = (() => {
     }
   });
 
-  return { api, Problem, showProblem, clearProblem, el, svg, isAdmin, when, ms, percent, busy, every };
+  return { api, Problem, showProblem, clearProblem, el, svg, isAdmin, when, ms, percent, busy, every, poller };
 })();

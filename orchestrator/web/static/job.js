@@ -3,14 +3,14 @@
 // found, a recognised image drawn with its faces' boxes and names; cancel and retry.
 
 (() => {
-  const { api, el, svg, showProblem, busy, every, when, ms, percent } = facerec;
+  const { api, el, svg, showProblem, busy, poller, when, ms, percent } = facerec;
   const PAGE = 24;
   const LIVE_SECONDS = 2;
   const UNFINISHED = new Set(["queued", "running"]);
   const BADGES = { done: "good", failed: "bad", dead: "bad", running: "warn", queued: "warn" };
   const $ = (id) => document.getElementById(id);
   const jobId = Number(document.body.dataset.jobId);
-  const view = { job: null, offset: 0, polling: false, shown: new Map() };
+  const view = { job: null, offset: 0, shown: new Map() };
 
   function setBadge(node, state) {
     node.className = `badge ${BADGES[state] || ""}`;
@@ -165,21 +165,7 @@
     return UNFINISHED.has(view.job.state);
   }
 
-  function watch() {
-    if (view.polling) return;
-    view.polling = true;
-    every(LIVE_SECONDS, async () => {
-      let unfinished = true; // after a failed refresh: try again
-      try {
-        unfinished = await refresh();
-      } catch (error) {
-        showProblem(error);
-        if (error.status === 404) unfinished = false; // no such job: nothing to wait for
-      }
-      view.polling = unfinished;
-      return unfinished;
-    });
-  }
+  const watch = poller(LIVE_SECONDS, refresh, (error) => error.status === 404); // 404: no such job
 
   async function act(button, action) {
     if (action === "cancel" && !confirm(`Cancel job ${jobId}? Its queued items will not be done.`)) return;

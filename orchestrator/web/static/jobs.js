@@ -3,12 +3,12 @@
 // any is unfinished, cancel and retry, and the dead letters.
 
 (() => {
-  const { api, el, Problem, showProblem, clearProblem, busy, every, when, percent } = facerec;
+  const { api, el, Problem, showProblem, clearProblem, busy, poller, when, percent } = facerec;
   const PAGE = 20;
   const UNFINISHED = new Set(["queued", "running"]);
   const LIVE_SECONDS = 2;
   const $ = (id) => document.getElementById(id);
-  const view = { offset: 0, deadOffset: 0, polling: false };
+  const view = { offset: 0, deadOffset: 0 };
 
   const BADGES = { done: "good", failed: "bad", dead: "bad", running: "warn", queued: "warn" };
   const badge = (state) => el("span", { class: `badge ${BADGES[state] || ""}` }, state);
@@ -220,20 +220,7 @@
   }
 
   // Poll while a job on the page is unfinished; started again by anything that may change that.
-  function watch() {
-    if (view.polling) return;
-    view.polling = true;
-    every(LIVE_SECONDS, async () => {
-      let unfinished = true; // after a failed refresh: try again
-      try {
-        unfinished = await refresh();
-      } catch (error) {
-        showProblem(error);
-      }
-      view.polling = unfinished;
-      return unfinished;
-    });
-  }
+  const watch = poller(LIVE_SECONDS, refresh);
 
   document.addEventListener("DOMContentLoaded", () => {
     $("kind").addEventListener("change", kindChanged);
