@@ -8,6 +8,7 @@ Also a command line for humans, against a running stack or one started for the r
 
     FACEREC_ADMIN_KEY=frk_... python -m loadtests.locust_run mixed --host http://127.0.0.1:8000 -u 8 -t 60
     python -m loadtests.locust_run soak --start-stack      # RSS of Triton, search, orchestrator watched
+    python -m loadtests.locust_run soak --start-stack --backend milvus
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.stack import BACKENDS
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "loadtests" / "scenarios"
@@ -145,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--host", help="orchestrator URL, e.g. http://127.0.0.1:8000 (FACEREC_ADMIN_KEY set)")
     target.add_argument("--start-stack", action="store_true", help="start a local stack on free ports")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="faiss", help="search backend of --start-stack (default faiss)"
+    )
     parser.add_argument("-u", "--users", type=int, help="omit for the shaped scenarios (ramp, spike, soak)")
     parser.add_argument("-t", "--run-time", type=float, help="seconds; omit for the shaped scenarios")
     parser.add_argument(
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             from loadtests.stack import ADMIN_KEY, Stack, cpu_repository
 
             root = Path(running.enter_context(tempfile.TemporaryDirectory(prefix="facerec-load-")))
-            stack = running.enter_context(Stack(root, cpu_repository()))
+            stack = running.enter_context(Stack(root, cpu_repository(), backend=args.backend))
             host = stack.url
             watch = ",".join(f"{name}={pid}" for name, pid in stack.pids().items())
             env = {"FACEREC_ADMIN_KEY": ADMIN_KEY, "FACEREC_LOAD_WATCH": watch}

@@ -53,7 +53,8 @@ class Stack(SharedStack):
     No cache: the probes repeat, and a cache would measure Redis, not the serving path. A
     given ``triton`` (already running, e.g. a test session's) is used and left running.
     ``redis_url`` is for a stack that needs Redis as the jobs' broker (it is the cache too):
-    its callers must send bytes the cache has never seen.
+    its callers must send bytes the cache has never seen. ``backend`` is the search backend
+    (``tests.support.stack.BACKENDS``).
     """
 
     api_timeout_s = 180.0
@@ -65,6 +66,7 @@ class Stack(SharedStack):
         api_env: dict[str, str] | None = None,
         triton: TritonServer | None = None,
         redis_url: str | None = None,
+        backend: str = "faiss",
     ) -> None:
         self.owns_triton = triton is None
         triton = triton or TritonServer(
@@ -76,7 +78,7 @@ class Stack(SharedStack):
         )
         # As `make up` runs it: FACEREC_API__WORKERS from the caller's environment, else the default.
         workers = {"FACEREC_API__WORKERS": os.environ.get("FACEREC_API__WORKERS")}
-        super().__init__(root, triton, sqlite_url(root), redis_url, {**workers, **(api_env or {})})
+        super().__init__(root, triton, sqlite_url(root), redis_url, {**workers, **(api_env or {})}, backend)
 
     def start(self) -> Stack:
         if self.owns_triton:

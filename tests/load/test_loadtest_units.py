@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import psutil
 import pytest
@@ -22,10 +24,12 @@ from loadtests.memory import RssSamples, parse_watch
 from loadtests.multipart import multipart
 from loadtests.probes import check_recognition
 from loadtests.report import Target, interleaved
-from loadtests.stack import write_unbatched_repository
+from loadtests.stack import Stack, write_unbatched_repository
 from loadtests.triton_stats import ModelCounters, between
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.repository import model_config, parse, render
+from orchestrator.runtime.triton_server import TritonServer
+from tests.support.processes import MilvusLiteProcess, SearchServiceProcess
 
 pytestmark = pytest.mark.unit
 
@@ -165,3 +169,18 @@ def test_variants_are_interleaved_in_alternating_order() -> None:
     targets = [Target(v, f"http://{v}", {}, None, {}) for v in ("a", "b", "c")]
     order = [(t.variant, n) for t, n in interleaved(targets, [1, 2, 4])]
     assert order == [("a", 1), ("b", 1), ("c", 1), ("c", 2), ("b", 2), ("a", 2), ("a", 4), ("b", 4), ("c", 4)]
+
+
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_a_load_stack_runs_on_the_chosen_search_backend(tmp_path: Path, backend: str) -> None:
+    # `locust_run soak --start-stack --backend milvus` soaks the Milvus path, as `up` runs it.
+    triton = cast(TritonServer, SimpleNamespace(grpc_url="127.0.0.1:1", pid=None))
+    stack = Stack(tmp_path, tmp_path, triton=triton, backend=backend)
+    assert stack.api.env["FACEREC_SEARCH__BACKEND"] == backend
+    if backend == "milvus":
+        assert isinstance(stack.search, MilvusLiteProcess)
+        assert stack.api.env["FACEREC_SEARCH__MILVUS_URI"] == stack.search.url
+        assert stack.api.env["FACEREC_SEARCH_URLS"] is None
+    else:
+        assert isinstance(stack.search, SearchServiceProcess)
+        assert stack.search.url in stack.api.env["FACEREC_SEARCH_URLS"]
