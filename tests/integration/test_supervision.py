@@ -51,6 +51,7 @@ class StackProcess:
             "tritonserver",
             "valkey-server",
             "search_service",
+            "milvus_lite",
         ):
             if kind in self.command:
                 return kind
@@ -142,7 +143,13 @@ def eventually(
 class Up:
     """`python -m orchestrator.cli up` over its own data dir and ports, its output in a file."""
 
-    def __init__(self, root: Path, model_store: ModelStore, triton_env: TritonEnvironment) -> None:
+    def __init__(
+        self,
+        root: Path,
+        model_store: ModelStore,
+        triton_env: TritonEnvironment,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = root / "data"
         self.data_dir.mkdir(parents=True)
         # The shared, already fetched models: fetch_models leaves a complete store as it is.
@@ -158,6 +165,7 @@ class Up:
             "FACEREC_PORT": str(self.port),
             "FACEREC_TRITON__ENV_DIR": str(triton_env.root),
             "FACEREC_ADMIN_KEY": ADMIN_KEY,
+            **(env or {}),
         }
         self.popen: subprocess.Popen[bytes] | None = None
 
@@ -229,11 +237,11 @@ class Up:
 @pytest.fixture
 def make_up(
     model_store: ModelStore, triton_env: TritonEnvironment, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], Up]]:
+) -> Iterator[Callable[..., Up]]:
     made: list[Up] = []
 
-    def make() -> Up:
-        made.append(Up(tmp_path_factory.mktemp("up"), model_store, triton_env).start())
+    def make(env: dict[str, str] | None = None) -> Up:
+        made.append(Up(tmp_path_factory.mktemp("up"), model_store, triton_env, env).start())
         return made[-1]
 
     yield make
@@ -330,6 +338,31 @@ def test_a_killed_search_service_is_restarted_with_its_collections(stack: Up, ph
     assert _recognised(stack, photos, top_k=3) == "Barack Obama"
 
 
+def test_a_killed_milvus_lite_is_restarted_with_its_collections(
+    make_up: Callable[..., Up], photos: Path
+) -> None:
+    # With the milvus backend and no URI, `up` serves Milvus Lite's file from one child.
+    up = make_up({"FACEREC_SEARCH__BACKEND": "milvus"})
+    up.wait_ready()
+    with up.client() as client:
+        obama = create_person(client, "Barack Obama")
+        enrol(client, obama["id"], photos / "obama.jpg")
+    assert _recognised(up, photos, top_k=2) == "Barack Obama"
+    lite = up.one("milvus_lite")
+    assert not up.of_kind("search_service")
+    os.kill(lite.pid, signal.SIGKILL)
+    took = eventually(
+        lambda: [p.pid for p in up.of_kind("milvus_lite")] not in ([], [lite.pid]) and up.ready(),
+        RESTART_LIMIT_S,
+        "Milvus Lite restarted and the API ready",
+    )
+    print(f"\nMilvus Lite SIGKILLed → API ready again in {took:.1f}s")
+    assert f"milvus lite (pid {lite.pid}) died with signal SIGKILL" in up.log()
+    assert _recognised(up, photos, top_k=3) == "Barack Obama"
+    up.signal(signal.SIGTERM)
+    _assert_all_gone(up, "SIGTERM to up on Milvus")
+
+
 def _assert_all_gone(up: Up, what: str) -> float:
     took = eventually(
         lambda: not up.processes(), GONE_S, f"every process of the stack gone after {what}", up.processes
@@ -356,7 +389,7 @@ def _full_stack(up: Up) -> None:
     eventually(census, 30.0, "the whole stack running", lambda: sorted(p.kind for p in up.processes()))
 
 
-def test_a_killed_up_leaves_no_process(make_up: Callable[[], Up]) -> None:
+def test_a_killed_up_leaves_no_process(make_up: Callable[..., Up]) -> None:
     up = make_up()
     up.wait_ready()
     _full_stack(up)
@@ -364,7 +397,7 @@ def test_a_killed_up_leaves_no_process(make_up: Callable[[], Up]) -> None:
     _assert_all_gone(up, "SIGKILL of up")
 
 
-def test_sigterm_stops_up_cleanly(make_up: Callable[[], Up]) -> None:
+def test_sigterm_stops_up_cleanly(make_up: Callable[..., Up]) -> None:
     up = make_up()
     up.wait_ready()
     _full_stack(up)
@@ -376,7 +409,7 @@ def test_sigterm_stops_up_cleanly(make_up: Callable[[], Up]) -> None:
     assert "orchestrator.runtime.supervisor" not in up.log(), "a child was seen dying or restarted"
 
 
-def test_up_killed_while_triton_loads_leaves_no_process(make_up: Callable[[], Up]) -> None:
+def test_up_killed_while_triton_loads_leaves_no_process(make_up: Callable[..., Up]) -> None:
     """Triton dies of SIGTERM before it handles it; its stubs go once it is reaped (by init)."""
     up = make_up()
     eventually(lambda: bool(up.of_kind("triton_python_backend_stub")), START_S, "Triton loading its models")
