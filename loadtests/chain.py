@@ -3,8 +3,9 @@
 decode → detect → landmarks → align → embed, reusing the orchestrator's pure image code,
 with each model run once per batch (chunked at the model's Triton ``max_batch_size``), so
 the embedder sees every face of the batch at once. Same graph optimisation level per
-model as the CPU Triton repository. This is both the raw ceiling (big batches) and the
-naive single-process server (one image per request).
+model as the CPU Triton repository's config (tuned for this CPU by ``facerec models tune``).
+It is the work of each worker of the physical limit (``loadtests.ceiling``) and of the naive
+single-process server (one image per request).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from orchestrator.modelrepo.catalog import ARCFACE, FACE_DETECTOR, FACE_LANDMARKS, ModelSpec
+from orchestrator.modelrepo.tuning import configured_level
 from orchestrator.pipeline.face_pipeline import l2_normalize
 from orchestrator.pipeline.vision import align, detect, landmarks
 from orchestrator.pipeline.vision.decode import decode
@@ -32,7 +34,7 @@ _LEVELS = {
 def session(repository: Path, spec: ModelSpec, threads: int = 0) -> ort.InferenceSession:
     """The batch-dynamic model of the CPU repository, as Triton's stub opens it."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = _LEVELS[spec.cpu_graph_optimization]
+    options.graph_optimization_level = _LEVELS[configured_level(repository, spec)]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     path = repository / spec.name / "1" / "model.onnx"

@@ -1,12 +1,12 @@
 """Jobs against ``/v1/recognize`` (issue 14): images/s of one recognize job done by 1 and by 2
 ``facerec worker`` processes, and of the same images through ``POST /v1/recognize`` at 16
-concurrent clients, each as a ratio to the in-process ceiling measured in the same run.
+concurrent clients, each as a ratio to the physical limit measured in the same run.
 
     python -m loadtests.jobs_bench                  # ≈ 4 min on 2 cores
     python -m loadtests.jobs_bench --rounds 2       # every pass twice, the second round reversed
 
-First the ceiling (``loadtests/ceiling.py``: the whole chain in ONNX Runtime in this process,
-the best threads × batch for this CPU, on the same images), with the cores to itself. Then a
+First the physical limit (``loadtests/ceiling.py``: the whole chain in ONNX Runtime, one
+single-threaded worker process per core, best batch, on the same images), with the cores to itself. Then a
 stack on free loopback ports (Triton, search service, orchestrator, SQLite) with the Redis at
 ``--redis-url`` as the jobs' broker, which is then the recognition cache too: every pass sends
 bytes of its own (the photos with a JPEG comment naming the run, the pass and the image), and
@@ -121,13 +121,14 @@ def _ratio(value: float, ceiling: float) -> str:
 
 
 def throughput_table(ceiling: Ceiling, passes: Sequence[Pass]) -> list[str]:
-    threads, batch = ceiling.best_setting
+    processes, batch = ceiling.best_setting
     lines = [
-        "| pass | images/s | × ceiling | from submit: images/s | × ceiling | wrong | cached | "
+        "| pass | images/s | × limit | from submit: images/s | × limit | wrong | cached | "
         "latency p50 / p99 ms |",
         "|---|---|---|---|---|---|---|---|",
-        f"| ceiling: in process, {threads} threads, batch {batch} | {ceiling.best:.2f} | 1.00 | | | "
-        f"{1 - ceiling.correct:.0%} | | {ceiling.single_image_ms:.0f} (batch 1, one thread) |",
+        f"| physical limit: {processes} single-threaded processes, batch {batch} "
+        f"| {ceiling.best:.2f} | 1.00 | | | "
+        f"{1 - ceiling.correct:.0%} | | {ceiling.single_image_ms:.0f} (batch 1, one process) |",
     ]
     for p in passes:
         if "from_submit_s" in p.figures:
@@ -242,7 +243,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16, help="concurrent /v1/recognize clients")
     parser.add_argument("--jobs", default="1x8,2x8,1x16", help="WxC: W workers, C items at once each")
     parser.add_argument("--rounds", type=int, default=1, help="every pass this many times")
-    parser.add_argument("--ceiling-seconds", type=float, default=8.0, help="per ceiling setting (12)")
+    parser.add_argument(
+        "--ceiling-seconds", type=float, default=8.0, help="per setting of the physical limit (4)"
+    )
     parser.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/13", help="the broker (a db of its own)"
     )
@@ -267,14 +270,14 @@ def main(argv: list[str] | None = None) -> None:
         f"SQLite, Redis {args.redis_url} (broker and cache; no answer may come from it).",
         f"Load average at the start: {load_average()}.",
     ]
-    log.info("measuring the in-process ceiling")
+    log.info("measuring the physical limit")
     busy, own, started = busy_seconds(), own_seconds(), time.monotonic()
     ceiling = measure_ceiling(
         cpu_repository(), photos, tagged(base, args.images, "ceiling"), seconds=args.ceiling_seconds
     )
     other = (busy_seconds() - busy - (own_seconds() - own)) / (time.monotonic() - started)
     noisy = " (noisy)" if other > NOISY_CORES else ""
-    header.append(f"Other processes took {other:.2f} cores while the ceiling was measured{noisy}.")
+    header.append(f"Other processes took {other:.2f} cores while the physical limit was measured{noisy}.")
     log.info("ceiling %.2f images/s at %s", ceiling.best, ceiling.best_setting)
     out = RESULTS / args.name
     passes = served_passes(args, photos, base, shapes, run, out)

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.clients.triton import TritonModels
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import ModelStore, fetch_models
+from orchestrator.modelrepo.tuning import ensure_tuned
 from orchestrator.runtime.triton_env import TritonEnvironment, ensure_environment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 from tests.support.photos import fetch_photos
@@ -36,7 +37,10 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_store(data_dir: Path) -> ModelStore:
-    return fetch_models(data_dir / "models")
+    """The fetched models, tuned for this CPU as `facerec up` tunes them (once per CPU model)."""
+    store = fetch_models(data_dir / "models")
+    ensure_tuned(store.root)
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
-"""Benchmarks that print ratios against the raw ONNX Runtime ceiling measured in the same run.
+"""Benchmarks that print ratios against the physical limit measured in the same run.
 
-``facerec bench embedder``: faces/s of the ArcFace embedder in ONNX Runtime in this process
-(the ceiling, at its best batch size) and through Triton with concurrent single-face
-callers (what dynamic batching has to turn into batches), as a ratio.
+``facerec bench embedder``: faces/s of the ArcFace embedder in ONNX Runtime with one
+single-threaded process per core (the physical limit, at its best batch size) and through
+Triton with concurrent single-face callers (what dynamic batching has to turn into
+batches), as a ratio.
 ``facerec bench stages``: milliseconds per image for decode, detect, landmarks, align and
 embed, over a set of photos, run one image at a time.
 """
@@ -16,36 +17,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from orchestrator.clients.triton import TritonModels
 from orchestrator.modelrepo.catalog import ARCFACE
+from orchestrator.modelrepo.repository import MODEL_FILE
+from orchestrator.modelrepo.tuning import configured_level, cores, instances_per_s
 from orchestrator.pipeline.face_pipeline import FacePipeline
-from orchestrator.runtime.allocator import keep_freed_memory
-
-_LEVELS = {
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
 
 
-def raw_ceiling(model: Path, batch_sizes: Iterable[int], seconds: float) -> dict[int, float]:
-    """faces/s of the embedder in ONNX Runtime, same optimisation level as the CPU repository."""
-    keep_freed_memory()  # as Triton's model processes run
-    options = ort.SessionOptions()
-    options.graph_optimization_level = _LEVELS[ARCFACE.cpu_graph_optimization]
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    rates = {}
-    for batch in batch_sizes:
-        x = rng.uniform(-1, 1, (batch, *ARCFACE.input.dims)).astype(np.float32)
-        session.run(None, {ARCFACE.input.name: x})
-        start, runs = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
-            session.run(None, {ARCFACE.input.name: x})
-            runs += 1
-        rates[batch] = batch * runs / (time.perf_counter() - start)
-    return rates
+def physical_limit(repository: Path, batch_sizes: Iterable[int], seconds: float) -> dict[int, float]:
+    """faces/s of the embedder with nothing in the way: one single-threaded ONNX Runtime
+    process per core, at the level the CPU repository's config gives it (tuned for this CPU)."""
+    level = configured_level(repository, ARCFACE)
+    model = repository / ARCFACE.name / "1" / MODEL_FILE
+    return {batch: instances_per_s(model, ARCFACE, level, cores(), seconds, batch) for batch in batch_sizes}
 
 
 async def through_triton(url: str, clients: int, seconds: float) -> tuple[float, list[float]]:
@@ -75,12 +60,15 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def embedder_report(model: Path, url: str, clients: Iterable[int], seconds: float) -> str:
-    ceiling = raw_ceiling(model, (1, 8, 32), seconds)
-    best = max(ceiling.values())
-    lines = ["| path | faces/s | ratio to ceiling | p50 ms | p99 ms |", "|---|---|---|---|---|"]
-    for batch, rate in ceiling.items():
-        lines.append(f"| ONNX Runtime in-process, batch {batch} | {rate:.1f} | {rate / best:.2f} | | |")
+def embedder_report(repository: Path, url: str, clients: Iterable[int], seconds: float) -> str:
+    limit = physical_limit(repository, (1, 8, 32), seconds)
+    best = max(limit.values())
+    lines = ["| path | faces/s | × physical limit | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for batch, rate in limit.items():
+        lines.append(
+            f"| ONNX Runtime, {cores()} single-threaded processes, batch {batch} | {rate:.1f} "
+            f"| {rate / best:.2f} | | |"
+        )
     for n in clients:
         rate, latencies = asyncio.run(through_triton(url, n, seconds))
         lines.append(

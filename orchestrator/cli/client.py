@@ -58,9 +58,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.triton_url:
         settings.triton.url = args.triton_url
     if args.what == "embedder":
-        model = settings.models_dir / "repository" / "cpu" / "arcface" / "1" / "model.onnx"
         clients = [int(n) for n in args.clients.split(",")]
-        print(bench.embedder_report(model, settings.triton_grpc_url, clients, args.seconds))
+        repository = settings.models_dir / "repository" / "cpu"
+        print(bench.embedder_report(repository, settings.triton_grpc_url, clients, args.seconds))
     else:
         if not args.images:
             print("facerec bench stages: give one or more images", file=sys.stderr)

@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
     )
     checkpoint.add_argument("path", type=Path, metavar="FILE.pth")
     checkpoint.add_argument("--arch", required=True, choices=ARCHS, help="the backbone it was trained as")
+    tuned = command(
+        "tune",
+        "measure each CPU model's best ONNX Runtime settings on this CPU and write them",
+        models.cmd_tune,
+        model_commands,
+    )
+    tuned.add_argument("--seconds", type=float, default=1.0, help="per setting measured (default 1)")
     derived = command(
         "derive", "build a second arcface version from version 1", models.cmd_derive, model_commands
     )
@@ -159,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--triton-url", help="Triton gRPC host:port")
     verify.add_argument("--json", action="store_true")
 
-    bench = command("bench", "measure against the raw ONNX Runtime ceiling", client.cmd_bench)
+    bench = command("bench", "measure against the physical limit of this machine", client.cmd_bench)
     bench.add_argument("what", choices=["embedder", "stages", "load"])
     bench.add_argument("images", type=Path, nargs="*", help="photos for `stages`")
     bench.add_argument("--triton-url", help="Triton gRPC host:port")

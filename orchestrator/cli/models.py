@@ -68,6 +68,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from orchestrator.modelrepo.tuning import ensure_tuned
+
+    store = fetch_models(settings_from(args).models_dir)
+    tuning, changed = ensure_tuned(store.root, args.seconds, force=True, progress=print)
+    print(f"{'model':<16}{'level':<10}{'instances':>10}{'threads':>9}{'ms an item':>12}")
+    for name, chosen in tuning.models.items():
+        print(
+            f"{name:<16}{chosen.graph_optimization:<10}{chosen.instances:>10}"
+            f"{chosen.intra_op_threads:>9}{chosen.ms_per_item:>12.2f}"
+        )
+    print(
+        f"written to {', '.join(changed) or 'no config (unchanged)'}; a running Triton takes it at its "
+        "next start or model load"
+    )
+    return 0
+
+
 def cmd_triton_env(args: argparse.Namespace) -> int:
     env = ensure_environment(settings_from(args).triton_env_dir)
     print(f"Triton environment ready: {env.tritonserver}")

@@ -24,6 +24,7 @@ from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_tok
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
+from orchestrator.modelrepo.tuning import ensure_tuned
 from orchestrator.runtime.processes import ManagedProcess
 from orchestrator.runtime.supervisor import Child, Supervisor
 from orchestrator.runtime.triton_env import ensure_environment
@@ -38,8 +39,11 @@ JOB_WORKER_START_S = 120.0
 
 
 def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
-    """Triton over the data dir's CPU repository; it gets SIGTERM when the thread starting it ends."""
-    fetch_models(settings.models_dir)
+    """Triton over the data dir's CPU repository; it gets SIGTERM when the thread starting it ends.
+
+    The repository gets this CPU's tuning first (measured on the first start on a CPU model)."""
+    store = fetch_models(settings.models_dir)
+    ensure_tuned(store.root, progress=lambda line: print(line, flush=True))
     env = ensure_environment(settings.triton_env_dir)
     return TritonServer(
         env,

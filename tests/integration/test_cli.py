@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -16,6 +17,9 @@ from orchestrator.cli.serve import start_search_service
 from orchestrator.core.secret_files import FIRST_ADMIN_KEY_FILE, SEARCH_TOKEN_FILE
 from orchestrator.core.settings import Settings
 from orchestrator.db import Gallery, default_database_url, make_engine
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.repository import parse
+from orchestrator.modelrepo.tuning import Tuning, cores, cpu_name, ensure_tuned
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
 from orchestrator.runtime.processes import free_port
 from orchestrator.runtime.triton_server import TritonServer
@@ -139,3 +143,29 @@ def test_the_first_admin_key_goes_to_an_owner_only_file_and_never_to_the_output(
     finally:
         engine.dispose()
     assert found is not None and found.role == "admin"
+
+
+def test_models_tune_measures_this_cpu_once_and_writes_the_configs(tmp_path: Path, model_store) -> None:
+    # A private store: hard links, and configs replaced by rename, so the shared one is untouched.
+    shutil.copytree(model_store.root, tmp_path / "models", copy_function=os.link)
+    shared = {
+        s.name: (model_store.repository("cpu") / s.name / "config.pbtxt").read_text() for s in DEFAULT_MODELS
+    }
+    run = facerec("models", "tune", "--seconds", "0.2", data_dir=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert [line.split()[0] for line in run.stdout.splitlines() if line.split()[0] in shared] == list(shared)
+    (cached,) = (tmp_path / "models" / "tuning").iterdir()
+    tuning = Tuning.from_json(cached.read_text())
+    assert tuning.cpu == cpu_name() and tuning.cores == cores()
+    for spec in DEFAULT_MODELS:
+        chosen = tuning.models[spec.name]
+        assert all(chosen.measured[f"level={level}"] > 0 for level in ("basic", "extended", "all"))
+        config = parse((tmp_path / "models" / "repository" / "cpu" / spec.name / "config.pbtxt").read_text())
+        assert config.instance_group[0].count == chosen.instances
+        assert config.parameters["graph_optimization"].string_value == chosen.graph_optimization
+        assert config.parameters["intra_op_threads"].string_value == str(chosen.intra_op_threads)
+        assert (model_store.repository("cpu") / spec.name / "config.pbtxt").read_text() == shared[spec.name]
+    # What `up` does on every start: the cached tuning, not measured again.
+    said: list[str] = []
+    assert ensure_tuned(tmp_path / "models", progress=said.append) == (tuning, [])
+    assert said == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.report import run_report
+from orchestrator.modelrepo.tuning import cores
 from orchestrator.runtime.triton_server import TritonServer
 
 pytestmark = [pytest.mark.load, pytest.mark.integration]
@@ -24,7 +25,6 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
         variants=("triton",),
         results=tmp_path,
         ceiling_batches=(1, 4),
-        ceiling_workers=(1, 2),
         triton=triton_server,
     )
     for name in ("report.md", "results.json", "throughput.png", "latency.png", "triton.png"):
@@ -33,6 +33,10 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
     ratio = results["ratios"]["triton"]
     assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
     assert results["ceiling"]["correct"] == 1.0
+    # The physical limit: one process, and one single-threaded process per core, each batch.
+    settings = {(s["processes"], s["batch"]) for s in results["ceiling"]["settings"]}
+    assert settings == {(p, b) for p in {1, cores()} for b in (1, 4)}
+    assert all(s["images_per_s"] > 0 for s in results["ceiling"]["settings"])
     for step in results["steps"]:
         assert step["requests"] > 0 and step["failures"] == 0, step
         assert math.isfinite(step["batching"]["arcface"][0])
@@ -40,4 +44,5 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
         assert {"triton", "orchestrator", "search"} <= set(step["cpu_ms"]), step
         assert step["cpu_ms"]["triton"] > 1.0 and step["cpu_ms"]["orchestrator"] > 1.0, step
     report = (out / "report.md").read_text()
-    assert "× ceiling" in report and "## CPU per request" in report
+    assert "× limit" in report and "## CPU per request" in report
+    assert f"Physical limit: {results['ceiling']['best']:.2f} images/s" in report

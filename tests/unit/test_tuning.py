@@ -1,0 +1,92 @@
+"""`facerec models tune`: the choices from measurements, and the configs written from them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from orchestrator.modelrepo import tuning
+from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS
+from orchestrator.modelrepo.repository import model_config, parse, render
+from orchestrator.modelrepo.tuning import (
+    ModelTuning,
+    Tuning,
+    apply,
+    cache_file,
+    choose_layout,
+    choose_level,
+    wanted_parallelism,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_fastest_level_wins_unless_the_default_is_within_five_percent() -> None:
+    assert choose_level({"basic": 50.0, "extended": 55.0, "all": 18.0}, "all") == "extended"
+    assert choose_level({"basic": 56.0, "extended": 55.0, "all": 18.0}, "extended") == "extended"
+    assert choose_level({"basic": 60.0, "extended": 55.0, "all": 18.0}, "extended") == "basic"
+
+
+def test_parallelism_follows_each_models_share_of_the_work() -> None:
+    ms = {"face_detector": 1.7, "face_landmarks": 0.2, "arcface": 18.0}
+    assert wanted_parallelism(ms, 2) == {"face_detector": 1, "face_landmarks": 1, "arcface": 2}
+    assert wanted_parallelism(ms, 16) == {"face_detector": 1, "face_landmarks": 1, "arcface": 14}
+
+
+def test_instances_win_ties_and_nothing_is_taken_that_does_not_pay() -> None:
+    assert choose_layout(50.0, 100.0, 104.0, 2) == (2, 1)  # threads not 10 % better
+    assert choose_layout(50.0, 80.0, 100.0, 2) == (1, 2)
+    assert choose_layout(50.0, 55.0, 52.0, 2) == (1, 1)  # neither adds 20 %
+    assert choose_layout(50.0, 50.0, 50.0, 1) == (1, 1)
+
+
+def _tuning(instances: int = 2, threads: int = 1, level: str = "all") -> Tuning:
+    chosen = ModelTuning(level, threads, instances, 9.0, {"level=all": 111.0})
+    return Tuning("Some CPU", 2, "1.0", 1.0, {ARCFACE.name: chosen})
+
+
+def test_apply_writes_only_the_tuned_fields_and_only_when_they_change(tmp_path: Path) -> None:
+    for spec in DEFAULT_MODELS:
+        (tmp_path / spec.name).mkdir()
+        (tmp_path / spec.name / "config.pbtxt").write_text(render(model_config(spec, "cpu", (1, 3))))
+    before = parse((tmp_path / ARCFACE.name / "config.pbtxt").read_text())
+
+    assert apply(tmp_path, _tuning(instances=3, threads=2)) == [ARCFACE.name]
+    after = parse((tmp_path / ARCFACE.name / "config.pbtxt").read_text())
+    assert [(g.kind, g.count) for g in after.instance_group] == [(before.instance_group[0].kind, 3)]
+    assert after.parameters["intra_op_threads"].string_value == "2"
+    assert after.parameters["graph_optimization"].string_value == "all"
+    # Everything else as it was: versions, batching, queue policy.
+    assert list(after.version_policy.specific.versions) == [1, 3]
+    assert after.dynamic_batching == before.dynamic_batching
+    assert apply(tmp_path, _tuning(instances=3, threads=2)) == []
+    other = (tmp_path / "face_detector" / "config.pbtxt").read_text()
+    assert other == render(model_config(DEFAULT_MODELS[0], "cpu", (1, 3)))
+
+
+def test_the_cache_is_per_cpu_model_and_core_count(tmp_path: Path) -> None:
+    a = cache_file(tmp_path, "Intel(R) Xeon(R) Platinum 8480+", 2)
+    assert a.parent == tmp_path / "tuning" and a.name == "intel-r-xeon-r-platinum-8480-2c.json"
+    assert cache_file(tmp_path, "Intel(R) Xeon(R) Platinum 8480+", 4) != a
+    assert cache_file(tmp_path, "AMD EPYC 9654", 2) != a
+    assert Tuning.from_json(_tuning().to_json()) == _tuning()
+
+
+def test_a_tuning_measured_on_a_busy_machine_is_used_then_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repository = tmp_path / "repository" / "cpu"
+    (repository / ARCFACE.name).mkdir(parents=True)
+    (repository / ARCFACE.name / "config.pbtxt").write_text(render(model_config(ARCFACE, "cpu")))
+    busy = dataclasses.replace(_tuning(instances=1), other_cores=1.2)
+    quiet = _tuning(instances=2)
+    measured: list[Tuning] = [quiet, busy]
+    monkeypatch.setattr(tuning, "tune", lambda *args, **kwargs: measured.pop())
+
+    assert tuning.ensure_tuned(tmp_path)[0] == busy and busy.noisy
+    assert tuning.ensure_tuned(tmp_path) == (quiet, [ARCFACE.name])  # measured again
+    assert tuning.ensure_tuned(tmp_path) == (quiet, [])  # kept: nothing left to measure
+    config = parse((repository / ARCFACE.name / "config.pbtxt").read_text())
+    assert config.instance_group[0].count == 2
