@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -21,7 +20,7 @@ from orchestrator.modelrepo.catalog import ARCFACE, FACE_DETECTOR, FACE_LANDMARK
 from orchestrator.modelrepo.tuning import configured_level
 from orchestrator.pipeline.face_pipeline import l2_normalize
 from orchestrator.pipeline.vision import align, detect, landmarks
-from orchestrator.pipeline.vision.decode import decode
+from orchestrator.pipeline.vision.decode import DecodeLimits, decode_pixels, for_faces, read_header
 from orchestrator.pipeline.vision.faces import Face
 
 _LEVELS = {
@@ -59,7 +58,9 @@ class OrtChain:
 
     def analyse(self, images: list[bytes]) -> list[list[Face]]:
         """Faces per image (largest first, embeddings unit length), every model once per batch."""
-        decoded = [decode(data) for data in images]
+        limits = DecodeLimits()
+        headers = [read_header(data, limits) for data in images]
+        decoded = [decode_pixels(data, header) for data, header in zip(images, headers, strict=True)]
         scores, boxes = _run(
             self.detector, FACE_DETECTOR, np.stack([detect.detector_input(d.rgb) for d in decoded])
         )
@@ -67,22 +68,26 @@ class OrtChain:
             detect.detections(scores[i], boxes[i], d.width, d.height, self.params)
             for i, d in enumerate(decoded)
         ]
-        owners: list[tuple[int, int]] = []
-        patches: list[np.ndarray] = []
-        rects: list[tuple[int, int, int, int]] = []
-        for i, (image, detections) in enumerate(zip(decoded, found, strict=True)):
-            if not detections:
-                continue
-            gray = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
-            for j, detection in enumerate(detections):
-                rect = landmarks.crop_rect(detection.box, image.width, image.height)
-                owners.append((i, j))
-                rects.append(rect)
-                patches.append(landmarks.landmark_input(gray, rect))
         faces: list[list[Face]] = [
             [Face(box=d.box / image.scale, det_score=d.score) for d in detections]
             for image, detections in zip(decoded, found, strict=True)
         ]
+        owners: list[tuple[int, int]] = []
+        patches: list[np.ndarray] = []
+        rects: list[tuple[int, int, int, int]] = []
+        for i, detections in enumerate(found):
+            if not detections:
+                continue
+            # As the served pipeline does: a face too small at the detector's scale is cut
+            # from a finer decode.
+            decoded[i], face_boxes = for_faces(
+                images[i], headers[i], decoded[i], [d.box for d in detections], limits
+            )
+            for j, box in enumerate(face_boxes):
+                rect = landmarks.crop_rect(box, decoded[i].width, decoded[i].height)
+                owners.append((i, j))
+                rects.append(rect)
+                patches.append(landmarks.landmark_input(decoded[i].rgb, rect))
         if not owners:
             return faces
         (points,) = _run(self.landmarks, FACE_LANDMARKS, np.stack(patches))

@@ -16,14 +16,20 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import cv2
 import numpy as np
 
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.errors import FaceCountError
-from orchestrator.pipeline.memory_budget import Hold, PixelBudget, held_bytes
+from orchestrator.pipeline.memory_budget import Hold, PixelBudget, decoded_bytes, held_bytes
 from orchestrator.pipeline.vision import align, detect, landmarks
-from orchestrator.pipeline.vision.decode import DecodedImage, DecodeLimits, decode_pixels, read_header
+from orchestrator.pipeline.vision.decode import (
+    DecodedImage,
+    DecodeLimits,
+    ImageHeader,
+    decode_pixels,
+    for_faces,
+    read_header,
+)
 from orchestrator.pipeline.vision.faces import Face
 
 T = TypeVar("T")
@@ -98,16 +104,15 @@ class FacePipeline:
             timings[stage] = round((now - clock) * 1000, 3)
             clock = now
 
-        def decoded() -> tuple[DecodedImage, np.ndarray]:
+        def decoded() -> tuple[ImageHeader, DecodedImage, np.ndarray]:
             header = read_header(data, self.limits)
             memory.take(held_bytes(data, header))
             image = decode_pixels(data, header)
-            return image, detect.detector_input(image.rgb)
+            return header, image, detect.detector_input(image.rgb)
 
         # Each hop to the thread pool costs a GIL hand-over: one per stage between models.
-        image, detector_in = await self._cpu(decoded)
+        header, image, detector_in = await self._cpu(decoded)
         lap("decode")
-        rgb = image.rgb
         out = await self.triton.infer(DETECTOR, detector_in[None], versions.detector)
         params = self.detect_params
         if max_faces is not None:
@@ -126,14 +131,24 @@ class FacePipeline:
         if not found:
             return analysis
 
-        rects = [landmarks.crop_rect(d.box, image.width, image.height) for d in found]
+        def landmark_patches() -> tuple[DecodedImage, list[tuple[int, int, int, int]], np.ndarray]:
+            """The faces' image (decoded finer if a face is too small in ``image``), their
+            landmark crops in it, and the landmark model's input."""
+            source, boxes = for_faces(
+                data,
+                header,
+                image,
+                [d.box for d in found],
+                self.limits,
+                lambda finer: memory.take(decoded_bytes(finer)),
+            )
+            rects = [landmarks.crop_rect(box, source.width, source.height) for box in boxes]
+            return source, rects, np.stack([landmarks.landmark_input(source.rgb, r) for r in rects])
 
-        def landmark_patches() -> np.ndarray:
-            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            return np.stack([landmarks.landmark_input(gray, r) for r in rects])
-
-        marks = await self.triton.infer(LANDMARKS, await self._cpu(landmark_patches), versions.landmarks)
+        source, rects, patches = await self._cpu(landmark_patches)
+        marks = await self.triton.infer(LANDMARKS, patches, versions.landmarks)
         lap("landmarks")
+        rgb, to_sent = source.rgb, 1.0 / source.scale
 
         def align_all() -> np.ndarray | None:
             """Crops on the faces; the embedder's input when embedding."""

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from orchestrator.core.errors import ImageError, ImageTooLarge, UnsupportedImage
-from orchestrator.pipeline.vision.decode import DecodeLimits, decode, sniff_format
+from orchestrator.pipeline.vision.decode import (
+    DecodeLimits,
+    decode,
+    decode_pixels,
+    finer_reduction,
+    for_faces,
+    read_header,
+    sniff_format,
+)
 from tests.support.augment import encode, with_exif_orientation
 
 pytestmark = pytest.mark.unit
@@ -97,9 +105,35 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_never_too_small() -> None:
     assert image.scale == 0.5
     assert image.rgb.shape == (1440, 1920, 3)
     assert decode(big, DecodeLimits(reduce_min_side=5000)).scale == 1.0
+    assert decode(big).scale == 1 / 8  # by default down to the detector's 240 rows
 
 
 def test_sniff_format() -> None:
     assert sniff_format(encode(gradient(), ".bmp")) == "bmp"
     with pytest.raises(UnsupportedImage):
         sniff_format(b"\x00\x00\x00\x0cjP  ")  # JPEG 2000
+
+
+def test_the_faces_are_cut_from_a_finer_decode_only_when_too_small_at_the_detectors_scale() -> None:
+    big = encode(np.tile(gradient(64, 48), (60, 60, 1)))  # 3840×2880
+    limits = DecodeLimits()
+    header = read_header(big, limits)
+    image = decode_pixels(big, header)
+    assert header.reduction == 8 and image.rgb.shape == (360, 480, 3)  # the detector sees 320×240
+    reserved: list[int] = []
+
+    def cut(side: float) -> tuple[float, list[np.ndarray]]:
+        box = np.array([10.0, 20.0, 10.0 + side, 20.0 + side], np.float32)
+        source, boxes = for_faces(big, header, image, [box], limits, lambda h: reserved.append(h.reduction))
+        return source.scale, boxes
+
+    # 120 px at 1/8 is enough: the same image, the same box, nothing decoded again.
+    scale, boxes = cut(120)
+    assert scale == 1 / 8 and reserved == [] and boxes[0][2] == 130
+    # 30 px at 1/8 is 240 px in the file: 120 at 1/2, the coarsest scale that gives 112.
+    scale, boxes = cut(30)
+    assert scale == 1 / 2 and reserved == [2]
+    np.testing.assert_allclose(boxes[0], [40, 80, 160, 200])
+    # 12 px at 1/8 is 96 px in the file: decoded whole.
+    assert cut(12)[0] == 1.0 and reserved == [2, 1]
+    assert finer_reduction(header, 14, limits) == 1 and finer_reduction(header, 28, limits) == 2

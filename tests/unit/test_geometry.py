@@ -67,7 +67,7 @@ def test_landmark_crop_round_trip() -> None:
     output = np.tile([0.5, 0.25], 68)
     points = landmarks.landmarks_in_image(output, rect)
     np.testing.assert_allclose(points[0], [20, 30])
-    patch = landmarks.landmark_input(np.full((200, 40), 128, np.uint8), rect)
+    patch = landmarks.landmark_input(np.full((200, 40, 3), 128, np.uint8), rect)
     assert patch.shape == (1, 64, 64)
     np.testing.assert_allclose(patch, 0.5)
 

@@ -2,14 +2,18 @@
 
 The format is sniffed from magic bytes and the dimensions read from the header, so a
 decompression bomb (a tiny file declaring 30000×30000 pixels) is refused without
-allocating it. Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself when
-the image stays large enough for faces to give good 112×112 crops. EXIF orientation is
-honoured (OpenCV applies it unless told not to).
+allocating it. JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (its DCT
+scaling: less work than decoding every pixel, and no aliasing) as far as the detector's
+input allows; the analysis decodes again at a finer scale only for faces too small there
+to give good 112×112 crops (``finer_reduction``). EXIF orientation is honoured (OpenCV
+applies it unless told not to).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,8 +36,12 @@ class DecodeLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
     min_side: int = 16
-    reduce_min_side: int = 1200
-    """Reduced-scale JPEG decoding never takes the shorter side below this."""
+    reduce_min_side: int = 240
+    """Reduced-scale JPEG decoding never takes the shorter side below this: the detector sees
+    every image at 320×240, so more pixels than that find no more faces."""
+    face_min_side: int = 112
+    """A face whose box's shorter side is below this many decoded pixels is aligned from a
+    finer decode, so its 112×112 crop is never upsampled from a reduced image."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,17 @@ def read_header(data: bytes, limits: DecodeLimits = DecodeLimits()) -> ImageHead
     return ImageHeader(fmt, width, height, reduction)
 
 
+def finer_reduction(header: ImageHeader, smallest_face: float, limits: DecodeLimits) -> int:
+    """The scale-down factor at which a face whose box's shorter side is ``smallest_face``
+    pixels at the header's reduction gets ``limits.face_min_side``: the header's own if it
+    already does, else the coarsest finer one that does (1 at most)."""
+    full_size = smallest_face * header.reduction
+    for factor in (8, 4, 2):
+        if factor <= header.reduction and full_size / factor >= limits.face_min_side:
+            return factor
+    return 1
+
+
 def decode_pixels(data: bytes, header: ImageHeader) -> DecodedImage:
     """The pixels of an image whose header :func:`read_header` has checked."""
     flags = _REDUCED_FLAGS.get(header.reduction, cv2.IMREAD_COLOR)
@@ -187,6 +206,31 @@ def decode_pixels(data: bytes, header: ImageHeader) -> DecodedImage:
         raise ImageError(f"corrupt {header.format.upper()} image: it could not be decoded")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return DecodedImage(rgb=rgb, format=header.format, scale=1.0 / header.reduction)
+
+
+def for_faces(
+    data: bytes,
+    header: ImageHeader,
+    image: DecodedImage,
+    boxes: list[np.ndarray],
+    limits: DecodeLimits,
+    reserve: Callable[[ImageHeader], None] = lambda header: None,
+) -> tuple[DecodedImage, list[np.ndarray]]:
+    """The image to cut the faces from, and their boxes in its pixels.
+
+    ``image`` (decoded at ``header``'s reduction) with ``boxes`` (found in it) as they are,
+    unless the smallest face is too small there: then the image decoded again at the
+    reduction that gives it ``limits.face_min_side``; ``reserve`` is called first with what
+    that decode will be, for its memory.
+    """
+    smallest = min(min(box[2] - box[0], box[3] - box[1]) for box in boxes)
+    finer = finer_reduction(header, float(smallest), limits)
+    if finer == header.reduction:
+        return image, boxes
+    finer_header = dataclasses.replace(header, reduction=finer)
+    reserve(finer_header)
+    factor = header.reduction / finer
+    return decode_pixels(data, finer_header), [box * factor for box in boxes]
 
 
 def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:

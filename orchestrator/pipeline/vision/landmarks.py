@@ -24,10 +24,13 @@ def crop_rect(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, 
     return x1, y1, x2 - x1, y2 - y1
 
 
-def landmark_input(gray: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
-    """[H, W] uint8 gray image and a crop → [1, 64, 64] float32 in 0..1 (x / 256)."""
+def landmark_input(rgb: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
+    """[H, W, 3] uint8 RGB image and a crop → [1, 64, 64] float32 in 0..1 (x / 256), grey.
+
+    Only the crop is turned grey: the same pixels as greying the whole image first."""
     x, y, w, h = rect
-    patch = cv2.resize(gray[y : y + h, x : x + w], (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb[y : y + h, x : x + w]), cv2.COLOR_RGB2GRAY)
+    patch = cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
     return (patch.astype(np.float32) / 256.0)[None]
 
 
