@@ -7,6 +7,8 @@ Configuration comes from the environment, because Locust runs these in its own p
   start; ``none`` when the target was started with its gallery (the naive baseline).
 - ``FACEREC_LOAD_MAX_FAIL_RATIO`` (default 0.05): the run stops, exit code 1, past it.
 - ``FACEREC_LOAD_PHOTOS``: directory of the checked photos (default: the test cache).
+- ``FACEREC_LOAD_BODY``: ``multipart`` (default) sends each image as a form's file part;
+  ``raw`` as the whole request body, ``Content-Type: image/jpeg``.
 
 Scenario files (``loadtests/scenarios/*.py``) import the users they want and add a shape.
 """
@@ -49,6 +51,19 @@ SHARED = _Shared()
 
 def api_key() -> str:
     return os.environ.get("FACEREC_ADMIN_KEY", "")
+
+
+BODIES = ("multipart", "raw")
+
+
+def image_body(filename: str, data: bytes) -> tuple[bytes, str]:
+    """→ (body, Content-Type) of an image upload, as ``FACEREC_LOAD_BODY`` says to send it."""
+    kind = os.environ.get("FACEREC_LOAD_BODY", "multipart")
+    if kind not in BODIES:
+        raise ValueError(f"FACEREC_LOAD_BODY={kind!r}: give one of {', '.join(BODIES)}")
+    if kind == "raw":  # the probes are JPEGs; anything else the server sniffs
+        return data, "image/jpeg" if data.startswith(b"\xff\xd8\xff") else "application/octet-stream"
+    return multipart("file", filename, data)
 
 
 @events.init.add_listener
@@ -100,7 +115,7 @@ class FacerecUser(FastHttpUser):
 
     def recognise(self) -> None:
         probe = random.choice(SHARED.recognition)
-        body, content_type = multipart("file", "probe.jpg", probe.data)
+        body, content_type = image_body("probe.jpg", probe.data)
         with self.rest(
             "POST",
             RECOGNIZE,
@@ -115,7 +130,7 @@ class FacerecUser(FastHttpUser):
         """Add a face to the right person, then delete it again: gallery size stays bounded."""
         probe = random.choice(SHARED.enrolment)
         person_id = SHARED.person_ids[probe.expected]
-        body, content_type = multipart("file", "face.jpg", probe.data)
+        body, content_type = image_body("face.jpg", probe.data)
         face_id = None
         with self.rest(
             "POST",

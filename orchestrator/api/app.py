@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from orchestrator.api import person_body, problems, responses
+from orchestrator.api import image_body, person_body, problems, responses
 from orchestrator.api.admission import Admission
 from orchestrator.api.door import Door
 from orchestrator.api.in_flight import InFlightShare, InFlightSlots
@@ -153,7 +153,7 @@ def create_app(settings: Settings, in_flight: InFlightShare | None = None) -> Fa
     slots = InFlightSlots(in_flight) if in_flight else None
     app.state.admission = Admission(settings.api.max_concurrent_images, app.state.metrics, slots)
     problems.install(app)
-    responses.install(app, request_models=person_body.REQUEST_MODELS)
+    responses.install(app, request_models=(*person_body.REQUEST_MODELS, *image_body.REQUEST_MODELS))
     # Each router declares its path prefix and the role it needs.
     routers = (
         duplicates.router,  # before people.router's /v1/people/{person_id}

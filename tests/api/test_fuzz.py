@@ -13,10 +13,11 @@ The run is fixed (a seed, derandomized, a bounded number of examples per operati
 finds the same thing on every machine; on the code before ``api/params.py`` bounded ids it
 finds the 500s of a person id or offset of 2**63.
 
-What a spec cannot say: that a file part is an image. Where the body is meant to be valid,
-its files are real images (:func:`images_for_files`); the run for the upload routes keeps
-schemathesis's own bytes (empty, random, 1x1 pixel samples, PDF), which the server refuses
-with a documented 400 or 415, so there only the check that valid data is accepted is off.
+What a spec cannot say: that a file part, or a body sent as image/*, is an image. Where the
+body is meant to be valid, its files (or the body) are real images (:func:`images_for_files`);
+the run for the upload routes keeps schemathesis's own bytes (empty, random, 1x1 pixel
+samples, PDF), which the server refuses with a documented 400 or 415, so there only the
+check that valid data is accepted is off.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api.app import create_app
 from orchestrator.api.deps import CSRF_HEADER, SESSION_COOKIE
+from orchestrator.api.image_body import RAW_TYPES
 from orchestrator.core.settings import Settings
 from orchestrator.jobs.queue import QUEUES, make_celery
 from tests.api.conftest import Api, Seeded
@@ -68,6 +70,8 @@ def fuzz(examples: int) -> settings:
 
 
 OCTETS = "application/octet-stream"
+# Schemathesis sends image/jpeg, png and webp bodies as bytes; BMP it does not know.
+schemathesis.serializer.alias("image/bmp", OCTETS)
 UPLOADS = r"^/v1/(recognize|recognize/batch|verify|detect|people/\{person_id\}/faces)$"
 
 
@@ -88,6 +92,7 @@ def _images() -> list[bytes]:
 
 
 IMAGES = _images()
+IMAGE_OF_TYPE = dict(zip(("image/png", "image/jpeg", "image/webp", "image/bmp"), IMAGES, strict=True))
 
 
 def _zipped(members: dict[str, bytes]) -> bytes:
@@ -116,20 +121,23 @@ def job_with_work(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def images_for_files(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
-    """The file parts of an upload meant to be valid become images, a job's archive a zip of what
-    its kind takes, and a job without its images or archive gets them (:func:`job_with_work`).
+    """The file parts of an upload meant to be valid become images, and so does a body that is
+    the image itself; a job's archive becomes a zip of what its kind takes, and a job without
+    its images or archive gets them (:func:`job_with_work`).
 
-    Which image is picked from the bytes that were generated, so the run stays deterministic.
+    Which image is picked from the bytes that were generated (a body's: by its type), so the
+    run stays deterministic.
     The case keeps the validity it was generated with: schemathesis cannot validate bytes, and
     re-judging a body it cannot read would turn every case with an image into a negative one.
     """
     meta = case.meta
-    if (
-        meta is None
-        or meta.is_negative_at(ParameterLocation.BODY)
-        or case.media_type != "multipart/form-data"
-        or not isinstance(case.body, dict)
-    ):
+    if meta is None or meta.is_negative_at(ParameterLocation.BODY):
+        return case
+    if case.media_type in RAW_TYPES:  # the image as the whole body: one of the type declared
+        case.body = Binary(IMAGE_OF_TYPE.get(case.media_type, IMAGES[0]))
+        meta.clear_dirty(ParameterLocation.BODY)
+        return case
+    if case.media_type != "multipart/form-data" or not isinstance(case.body, dict):
         return case
 
     def image(generated: object) -> Binary:

@@ -31,3 +31,23 @@ def test_mixed_scenario_runs_clean(overload_stack: Stack, photos: Path, tmp_path
         names = {row["Name"] for row in csv.DictReader(stats)}
     # URLs are grouped by name= (no per-id rows).
     assert {"/v1/recognize", "/v1/people/{id}/faces"} <= names
+
+
+def test_the_report_scenario_sends_raw_bodies_when_asked(
+    overload_stack: Stack, photos: Path, tmp_path: Path
+) -> None:
+    """FACEREC_LOAD_BODY=raw: each image as the whole body; a server reading only forms would
+    answer 422, and every answer is checked for the right person."""
+    summary = run_locust(
+        "recognise",
+        overload_stack.api.url,
+        tmp_path / "raw",
+        users=2,
+        run_time_s=5,
+        env={"FACEREC_ADMIN_KEY": ADMIN_KEY, "FACEREC_LOAD_PHOTOS": str(photos), "FACEREC_LOAD_BODY": "raw"},
+    )
+    assert summary.exit_code == 0
+    assert summary.requests > 0 and summary.failures == 0
+    with overload_stack.client() as admin:
+        recent = admin.get("/v1/log", params={"limit": 5}).json()["items"]
+    assert recent and all(entry["filename"] is None for entry in recent), recent

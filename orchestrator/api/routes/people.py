@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from orchestrator.api import image_body
 from orchestrator.api.deps import AdmissionDep, ResourcesDep, admin_principal, current_principal
 from orchestrator.api.door import is_form
+from orchestrator.api.image_body import ImageUpload
 from orchestrator.api.params import LeftOut, Offset, RowId
 from orchestrator.api.person_body import REQUEST_BODY, EnrolledPerson, read_form, read_json
 from orchestrator.api.responses import IMAGE_UPLOAD, JSON_BODY, problems
@@ -170,19 +172,20 @@ async def delete_person(person_id: RowId, resources: ResourcesDep) -> Response:
             "threshold; quality=off skips the gate); or the request does not validate",
         },
     ),
+    openapi_extra=image_body.REQUEST_BODY,
 )
 async def enrol_face(
     person_id: RowId,
-    file: UploadFile,
+    upload: ImageUpload,
     resources: ResourcesDep,
     pick: Pick = None,
     quality: QualityGate = "on",
     force: Force = False,
 ) -> Any:
-    image = await file.read()
+    """A face from a photo, sent as for ``POST /v1/recognize``: a form's file part or the body."""
     with resources.live.writing():
         return await resources.enrolment.enrol(
-            person_id, image, pick_largest=pick == "largest", check_quality=quality == "on", force=force
+            person_id, upload.data, pick_largest=pick == "largest", check_quality=quality == "on", force=force
         )
 
 

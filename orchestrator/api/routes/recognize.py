@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from orchestrator.api.deps import AdmissionDep, CurrentPrincipal, ResourcesDep, current_principal
+from orchestrator.api.image_body import REQUEST_BODY, ImageUpload
 from orchestrator.api.params import LeftOut
 from orchestrator.api.problems import problem_of
 from orchestrator.api.responses import IMAGE_UPLOAD, problems
@@ -33,22 +34,28 @@ BatchFiles = Annotated[
 ]
 
 
-@router.post("/recognize", response_model=RecognizeAnswer, responses=problems(*IMAGE_UPLOAD))
+@router.post(
+    "/recognize",
+    response_model=RecognizeAnswer,
+    responses=problems(*IMAGE_UPLOAD),
+    openapi_extra=REQUEST_BODY,
+)
 async def recognize(
-    file: UploadFile,
+    upload: ImageUpload,
     resources: ResourcesDep,
     principal: CurrentPrincipal,
     top_k: TopK = None,
     threshold: Threshold = None,
     max_faces: MaxFaces = None,
 ) -> Any:
-    image = await file.read()
+    """The people in an image: a multipart form's ``file`` part, or the whole body as
+    image/jpeg, image/png, image/webp, image/bmp (or application/octet-stream: sniffed)."""
     return await resources.recognition.recognize(
-        image,
+        upload.data,
         top_k=top_k or resources.settings.api.default_top_k,
         threshold=threshold,
         max_faces=max_faces,
-        origin=Origin.of(principal, file.filename),
+        origin=Origin.of(principal, upload.filename),
     )
 
 
@@ -105,14 +112,12 @@ async def verify(
         return await resources.recognition.verify(first, second, threshold)
 
 
-@router.post("/detect", response_model=DetectAnswer, responses=problems(*IMAGE_UPLOAD))
-async def detect(
-    file: UploadFile,
-    resources: ResourcesDep,
-    max_faces: MaxFaces = None,
-) -> Any:
-    image = await file.read()
-    return await resources.recognition.detect(image, max_faces)
+@router.post(
+    "/detect", response_model=DetectAnswer, responses=problems(*IMAGE_UPLOAD), openapi_extra=REQUEST_BODY
+)
+async def detect(upload: ImageUpload, resources: ResourcesDep, max_faces: MaxFaces = None) -> Any:
+    """The faces in an image, sent as for ``POST /v1/recognize``."""
+    return await resources.recognition.detect(upload.data, max_faces)
 
 
 ANALYSE_IMAGES = (recognize, recognize_batch, verify, detect)
