@@ -121,6 +121,14 @@ def probe_batch(spec: ModelSpec) -> int:
     return min(4 if spec is FACE_DETECTOR else 8, spec.max_batch_size)
 
 
+def probe_inputs(spec: ModelSpec, batch: int) -> dict[str, np.ndarray]:
+    """Random inputs, uniform in [-1, 1] and seeded: the same numbers every time."""
+    return {
+        t.name: np.random.default_rng(0).uniform(-1, 1, (batch, *t.dims)).astype(np.float32)
+        for t in spec.inputs
+    }
+
+
 def _session(model: Path, level: str, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -141,10 +149,7 @@ def items_per_s(
     """Items/s of one session on random inputs of ``batch`` (the probe batch), after a warm-up run."""
     session = _session(model, level, threads)
     batch = batch or probe_batch(spec)
-    feed = {
-        t.name: np.random.default_rng(0).uniform(-1, 1, (batch, *t.dims)).astype(np.float32)
-        for t in spec.inputs
-    }
+    feed = probe_inputs(spec, batch)
     session.run(None, feed)
     runs, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or runs < 3:
