@@ -17,6 +17,7 @@ from orchestrator.modelrepo.tuning import (
     cache_file,
     choose_layout,
     choose_level,
+    choose_queue_delay,
     wanted_parallelism,
 )
 
@@ -42,8 +43,13 @@ def test_instances_win_ties_and_nothing_is_taken_that_does_not_pay() -> None:
     assert choose_layout(50.0, 50.0, 50.0, 1) == (1, 1)
 
 
+def test_requests_are_held_for_a_batch_only_where_batches_run_faster() -> None:
+    assert choose_queue_delay(40.0, 41.0, 2000) == 0
+    assert choose_queue_delay(300.0, 600.0, 2000) == 2000
+
+
 def _tuning(instances: int = 2, threads: int = 1, level: str = "all") -> Tuning:
-    chosen = ModelTuning(level, threads, instances, 9.0, {"level=all": 111.0})
+    chosen = ModelTuning(level, threads, instances, 0, 9.0, {"level=all": 111.0})
     return Tuning("Some CPU", 2, "1.0", 1.0, {ARCFACE.name: chosen})
 
 
@@ -58,8 +64,10 @@ def test_apply_writes_only_the_tuned_fields_and_only_when_they_change(tmp_path: 
     assert [(g.kind, g.count) for g in after.instance_group] == [(before.instance_group[0].kind, 3)]
     assert after.parameters["intra_op_threads"].string_value == "2"
     assert after.parameters["graph_optimization"].string_value == "all"
-    # Everything else as it was: versions, batching, queue policy.
+    assert after.dynamic_batching.max_queue_delay_microseconds == 0
+    # Everything else as it was: versions, batch sizes, queue policy.
     assert list(after.version_policy.specific.versions) == [1, 3]
+    after.dynamic_batching.max_queue_delay_microseconds = before.dynamic_batching.max_queue_delay_microseconds
     assert after.dynamic_batching == before.dynamic_batching
     assert apply(tmp_path, _tuning(instances=3, threads=2)) == []
     other = (tmp_path / "face_detector" / "config.pbtxt").read_text()
