@@ -27,8 +27,16 @@ from loadtests.chain import GalleryMatrix, OrtChain, build_gallery
 from loadtests.probes import GALLERY, photos_dir
 from orchestrator.api.problems import PROBLEM_JSON, problem_of
 from orchestrator.core.errors import FacerecError
+from orchestrator.db.tables import PersonSummary
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
 from orchestrator.recognition.answers import Match, RecognizeAnswer, recognized_face
+
+
+def _summary(person_id: int, name: str) -> PersonSummary:
+    external_id = next(p.external_id for p in GALLERY if p.name == name)
+    return PersonSummary(
+        id=person_id, name=name, external_id=external_id, age=None, gender=None, address=None, attributes={}
+    )
 
 
 def _answer(chain: OrtChain, gallery: GalleryMatrix, image: bytes, top_k: int) -> RecognizeAnswer:
@@ -43,12 +51,24 @@ def _answer(chain: OrtChain, gallery: GalleryMatrix, image: bytes, top_k: int) -
                 person = gallery.person_ids[row]
                 if person not in best:
                     best[person] = Match(
-                        person_id=person, name=gallery.names[row], face_id=row + 1, similarity=round(score, 4)
+                        person_id=person,
+                        name=gallery.names[row],
+                        face_id=row + 1,
+                        similarity=round(score, 4),
+                        far=1.0,  # no impostor scores kept here: "1 without any", as the API says
+                        person=_summary(person, gallery.names[row]),
                     )
             matches = sorted(best.values(), key=lambda m: -m.similarity)[:top_k]
             faces.append(recognized_face(face, matches, DEFAULT_MATCH_THRESHOLD))
     took_ms = round((time.perf_counter() - started) * 1000, 2)
-    return RecognizeAnswer(faces=faces, model_version="1", took_ms=took_ms, cached=False)
+    return RecognizeAnswer(
+        faces=faces,
+        model_version="1",
+        threshold=DEFAULT_MATCH_THRESHOLD,
+        threshold_source="shipped",
+        took_ms=took_ms,
+        cached=False,
+    )
 
 
 def create_app(repository: Path, photos: Path) -> FastAPI:
