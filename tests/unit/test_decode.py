@@ -105,7 +105,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_never_too_small() -> None:
     assert image.scale == 0.5
     assert image.rgb.shape == (1440, 1920, 3)
     assert decode(big, DecodeLimits(reduce_min_side=5000)).scale == 1.0
-    assert decode(big).scale == 1 / 8  # by default down to the detector's 240 rows
+    assert decode(big).scale == 1 / 4  # by default down to a shorter side of 480
 
 
 def test_sniff_format() -> None:
@@ -116,10 +116,10 @@ def test_sniff_format() -> None:
 
 def test_the_faces_are_cut_from_a_finer_decode_only_when_too_small_at_the_detectors_scale() -> None:
     big = encode(np.tile(gradient(64, 48), (60, 60, 1)))  # 3840×2880
-    limits = DecodeLimits()
+    limits = DecodeLimits(reduce_min_side=240)  # the detector's 240 rows
     header = read_header(big, limits)
     image = decode_pixels(big, header)
-    assert header.reduction == 8 and image.rgb.shape == (360, 480, 3)  # the detector sees 320×240
+    assert header.reduction == 8 and image.rgb.shape == (360, 480, 3)
     reserved: list[int] = []
 
     def cut(side: float) -> tuple[float, list[np.ndarray]]:

@@ -108,9 +108,9 @@ def test_decoded_bytes_count_the_pixels_libjpeg_will_produce() -> None:
     """A large JPEG is decoded reduced: it is counted at the reduced size, sides rounded up."""
     rgb = np.full((2403, 4801, 3), 90, np.uint8)
     header = read_header(augment.encode(rgb), DecodeLimits())
-    assert header.reduction == 8  # the shorter side stays ≥ 240, the detector's input height
-    assert header.decoded_pixels == 601 * 301
-    assert decoded_bytes(header) == 601 * 301 * DECODED_BYTES_PER_PIXEL
+    assert header.reduction == 4  # the shorter side stays ≥ 480
+    assert header.decoded_pixels == 1201 * 601
+    assert decoded_bytes(header) == 1201 * 601 * DECODED_BYTES_PER_PIXEL
 
 
 class BlockedDetector:

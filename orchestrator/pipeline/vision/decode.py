@@ -3,10 +3,10 @@
 The format is sniffed from magic bytes and the dimensions read from the header, so a
 decompression bomb (a tiny file declaring 30000×30000 pixels) is refused without
 allocating it. JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (its DCT
-scaling: less work than decoding every pixel, and no aliasing) as far as the detector's
-input allows; the analysis decodes again at a finer scale only for faces too small there
-to give good 112×112 crops (``finer_reduction``). EXIF orientation is honoured (OpenCV
-applies it unless told not to).
+scaling: less work than decoding every pixel, and no aliasing) down to a shorter side of
+480 px (``DecodeLimits.reduce_min_side``); the analysis decodes again at a finer scale
+only for faces too small there to give good 112×112 crops (``finer_reduction``). EXIF
+orientation is honoured (OpenCV applies it unless told not to).
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ class DecodeLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
     min_side: int = 16
-    reduce_min_side: int = 240
-    """Reduced-scale JPEG decoding never takes the shorter side below this: the detector sees
-    every image at 320×240, so more pixels than that find no more faces."""
+    reduce_min_side: int = 480
+    """Reduced-scale JPEG decoding never takes the shorter side below this. The detector sees
+    every image at 320×240, but a face must keep ``face_min_side`` pixels to be cut from the
+    same decode: at 480 a face of a quarter of the shorter side does, so most photos are
+    decoded once (at 240, 15 of the 22 load probes were decoded twice, 26 % slower)."""
     face_min_side: int = 112
     """A face whose box's shorter side is below this many decoded pixels is aligned from a
     finer decode, so its 112×112 crop is never upsampled from a reduced image."""
