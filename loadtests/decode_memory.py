@@ -67,8 +67,8 @@ def cases(photos: Path) -> dict[str, bytes]:
     flat = np.full((6000, 8000, 3), 128, np.uint8)
     rgba16 = np.full((4000, 6000, 4), 30000, np.uint16)
     return {
-        "jpeg photo 1600x1200 (decoded at full size)": augment.encode(resized(1600, 1200)),
-        "jpeg photo 8000x6000 (decoded at 1/4)": augment.encode(resized(8000, 6000)),
+        "jpeg photo 1600x1200": augment.encode(resized(1600, 1200)),
+        "jpeg photo 8000x6000": augment.encode(resized(8000, 6000)),
         "png flat 8000x6000": augment.encode(flat, ".png"),
         "png rgba 16-bit 6000x4000": cv2.imencode(".png", rgba16)[1].tobytes(),
         "webp flat 4000x4000": augment.encode(flat[:4000, :4000], ".webp"),

@@ -21,8 +21,8 @@ from orchestrator.pipeline.vision.decode import ImageHeader
 DECODED_BYTES_PER_PIXEL = 7
 """Peak memory of one image's analysis per decoded pixel. Measured 6.0–6.6 (RSS) over JPEG,
 PNG (flat, 16-bit RGBA), WebP and BMP with ``python -m loadtests.decode_memory``: the
-decoder's BGR output and its RGB copy are alive together; the grey copy for the landmarks
-comes after the BGR is freed, and the model inputs are small. Rounded up."""
+decoder's BGR output and its RGB copy are alive together; only the face crops are greyed,
+and the model inputs are small. Rounded up."""
 
 _MB = 1024 * 1024
 
