@@ -73,8 +73,8 @@ ARCFACE = ModelSpec(
     outputs=(Tensor("output", (512,)),),
     max_batch_size=64,
     preferred_batch_sizes=(16, 32, 64),
-    # Measured on this project's CPUs: the NCHWc layout transforms of level "all" make this
-    # depthwise-heavy network 2.7x slower (24 vs 64 faces/s); they make the other two faster.
+    # The default until `facerec models tune` measures the CPU: on most of ours the NCHWc
+    # layout transforms of level "all" made this depthwise-heavy network 2.7-3x slower.
     cpu_graph_optimization="extended",
     # Two single-threaded instances beat one two-threaded one when other processes share the
     # cores: 56 vs 23 faces/s at 8 callers, p99 50 vs 537 ms (a stalled thread holds every

@@ -1,8 +1,8 @@
 """``facerec models tune``: each CPU model's ONNX Runtime settings, measured on this CPU.
 
 What runs fastest differs from one CPU to the next: the embedder at graph optimisation
-level "all" was 2.7× slower than at "extended" on one of our machines and 1.7× faster on
-another (its NCHWc layout transforms pay only with wide vector units). So the CPU
+level "all" was 2.7× and 3× slower than at "extended" on two of our machines and 1.7×
+faster on another, with the same ONNX Runtime. So the CPU
 repository is not shipped tuned; it is measured where it runs, once per CPU model, and the
 result is cached and written into each model's ``config.pbtxt``. The GPU target keeps its
 TensorRT settings.

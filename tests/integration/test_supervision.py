@@ -325,16 +325,22 @@ def test_ups_job_worker_does_a_job_and_is_restarted_when_killed(stack: Up, photo
     assert f"job worker (pid {worker.pid}) died with signal SIGKILL" in stack.log()
 
 
-def test_a_killed_search_service_is_restarted_with_its_collections(stack: Up, photos: Path) -> None:
-    search = stack.one("search_service")
-    os.kill(search.pid, signal.SIGKILL)
+def _kill_until_restarted(up: Up, kind: str, name: str) -> None:
+    """SIGKILL the one process of ``kind``; back when another runs and the API is ready,
+    with `up` having logged the death under ``name``."""
+    killed = up.one(kind)
+    os.kill(killed.pid, signal.SIGKILL)
     took = eventually(
-        lambda: [p.pid for p in stack.of_kind("search_service")] not in ([], [search.pid]) and stack.ready(),
+        lambda: [p.pid for p in up.of_kind(kind)] not in ([], [killed.pid]) and up.ready(),
         RESTART_LIMIT_S,
-        "the search service restarted and the API ready",
+        f"{name} restarted and the API ready",
     )
-    print(f"\nsearch service SIGKILLed → API ready again in {took:.1f}s")
-    assert f"search service (pid {search.pid}) died with signal SIGKILL" in stack.log()
+    print(f"\n{name} SIGKILLed → API ready again in {took:.1f}s")
+    assert f"{name} (pid {killed.pid}) died with signal SIGKILL" in up.log()
+
+
+def test_a_killed_search_service_is_restarted_with_its_collections(stack: Up, photos: Path) -> None:
+    _kill_until_restarted(stack, "search_service", "search service")
     assert _recognised(stack, photos, top_k=3) == "Barack Obama"
 
 
@@ -348,16 +354,8 @@ def test_a_killed_milvus_lite_is_restarted_with_its_collections(
         obama = create_person(client, "Barack Obama")
         enrol(client, obama["id"], photos / "obama.jpg")
     assert _recognised(up, photos, top_k=2) == "Barack Obama"
-    lite = up.one("milvus_lite")
     assert not up.of_kind("search_service")
-    os.kill(lite.pid, signal.SIGKILL)
-    took = eventually(
-        lambda: [p.pid for p in up.of_kind("milvus_lite")] not in ([], [lite.pid]) and up.ready(),
-        RESTART_LIMIT_S,
-        "Milvus Lite restarted and the API ready",
-    )
-    print(f"\nMilvus Lite SIGKILLed → API ready again in {took:.1f}s")
-    assert f"milvus lite (pid {lite.pid}) died with signal SIGKILL" in up.log()
+    _kill_until_restarted(up, "milvus_lite", "milvus lite")
     assert _recognised(up, photos, top_k=3) == "Barack Obama"
     up.signal(signal.SIGTERM)
     _assert_all_gone(up, "SIGTERM to up on Milvus")
