@@ -35,13 +35,12 @@ import onnxruntime as ort
 
 from loadtests import perf_analyzer
 from loadtests.bench_triton_md import Bench, InProcess, ModelBench, Settings, write
-from loadtests.chain import configured_level
 from loadtests.perf_analyzer import PerfRun
-from loadtests.stack import cpu_repository, data_dir
+from loadtests.stack import cpu_repository, data_dir, triton_environment
 from orchestrator.modelrepo import tuning
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS, ModelSpec
 from orchestrator.modelrepo.repository import CONFIG_FILE, MODEL_FILE, parse
-from orchestrator.runtime.triton_env import ensure_environment
+from orchestrator.modelrepo.tuning import configured_level
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ def run_bench(
         )
         log.info("%s in process: limit %.1f/s", spec.name, limits[spec.name].limit)
     server = TritonServer(
-        ensure_environment(Path(os.environ.get("FACEREC_TRITON__ENV_DIR", data_dir() / "triton-env"))),
+        triton_environment(),
         repository,
         raw / "triton.log",
         TritonPorts.free(),

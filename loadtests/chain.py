@@ -16,28 +16,20 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from orchestrator.modelrepo import tuning
 from orchestrator.modelrepo.catalog import ARCFACE, FACE_DETECTOR, FACE_LANDMARKS, ModelSpec
+from orchestrator.modelrepo.repository import MODEL_FILE
 from orchestrator.modelrepo.tuning import configured_level
 from orchestrator.pipeline.face_pipeline import l2_normalize
 from orchestrator.pipeline.vision import align, detect, landmarks
 from orchestrator.pipeline.vision.decode import DecodeLimits, decode_pixels, for_faces, read_header
 from orchestrator.pipeline.vision.faces import Face
 
-_LEVELS = {
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
-
 
 def session(repository: Path, spec: ModelSpec, threads: int = 0) -> ort.InferenceSession:
-    """The batch-dynamic model of the CPU repository, as Triton's stub opens it."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = _LEVELS[configured_level(repository, spec)]
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    path = repository / spec.name / "1" / "model.onnx"
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """The batch-dynamic model of the CPU repository, at the level its config gives the stub."""
+    path = repository / spec.name / "1" / MODEL_FILE
+    return tuning.session(path, configured_level(repository, spec), threads)
 
 
 def _run(model: ort.InferenceSession, spec: ModelSpec, batch: np.ndarray) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.repository import parse, render
-from orchestrator.runtime.triton_env import ensure_environment
+from orchestrator.runtime.triton_env import TritonEnvironment, ensure_environment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 from tests.support.processes import ChildProcess
 from tests.support.stack import ADMIN_KEY, sqlite_url
@@ -22,6 +22,11 @@ __all__ = ["ADMIN_KEY", "NaiveServer", "Stack", "cpu_repository", "write_unbatch
 
 def data_dir() -> Path:
     return Path(os.environ.get("FACEREC_DATA_DIR", Path(__file__).resolve().parent.parent / "var")).resolve()
+
+
+def triton_environment() -> TritonEnvironment:
+    """Triton's Python environment: ``FACEREC_TRITON__ENV_DIR``, or the data dir's."""
+    return ensure_environment(Path(os.environ.get("FACEREC_TRITON__ENV_DIR", data_dir() / "triton-env")))
 
 
 def cpu_repository() -> Path:
@@ -70,7 +75,7 @@ class Stack(SharedStack):
     ) -> None:
         self.owns_triton = triton is None
         triton = triton or TritonServer(
-            ensure_environment(Path(os.environ.get("FACEREC_TRITON__ENV_DIR", data_dir() / "triton-env"))),
+            triton_environment(),
             repository,
             root / "logs" / "triton.log",
             TritonPorts.free(),

@@ -135,7 +135,8 @@ def probe_inputs(spec: ModelSpec, batch: int) -> dict[str, np.ndarray]:
     }
 
 
-def _session(model: Path, level: str, threads: int) -> Any:
+def session(model: Path, level: str, threads: int) -> Any:
+    """An ONNX Runtime CPU session at graph optimisation ``level``, as Triton's stub opens it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -153,13 +154,13 @@ def items_per_s(
     model: Path, spec: ModelSpec, level: str, threads: int, seconds: float, batch: int | None = None
 ) -> float:
     """Items/s of one session on random inputs of ``batch`` (the probe batch), after a warm-up run."""
-    session = _session(model, level, threads)
+    opened = session(model, level, threads)
     batch = batch or probe_batch(spec)
     feed = probe_inputs(spec, batch)
-    session.run(None, feed)
+    opened.run(None, feed)
     runs, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or runs < 3:
-        session.run(None, feed)
+        opened.run(None, feed)
         runs += 1
     return batch * runs / elapsed
 
@@ -172,7 +173,7 @@ def _instance(
     spec = next(s for s in DEFAULT_MODELS if s.name == name)
     os.environ["OMP_NUM_THREADS"] = "1"
     keep_freed_memory()  # as Triton's model processes run
-    _session(Path(model), level, 1)  # loaded before the start, so the instances overlap
+    session(Path(model), level, 1)  # loaded before the start, so the instances overlap
     start.wait()
     results.put(items_per_s(Path(model), spec, level, 1, seconds, batch))
 
@@ -280,10 +281,11 @@ def tune(
         measured[spec.name] = {f"level={k}": round(v, 1) for k, v in rates.items()}
         progress(f"{spec.name}: level {levels[spec.name]} ({1000 / rates[levels[spec.name]]:.2f} ms an item)")
     ms = {name: 1000.0 / measured[name][f"level={level}"] for name, level in levels.items()}
+    wanted = wanted_parallelism(ms, core_count)
     models = {}
     for spec in DEFAULT_MODELS:
         model, level = repository / spec.name / "1" / MODEL_FILE, levels[spec.name]
-        parallelism = wanted_parallelism(ms, core_count)[spec.name]
+        parallelism = wanted[spec.name]
         single = measured[spec.name][f"level={level}"]
         instances = threads = single
         if parallelism > 1:
