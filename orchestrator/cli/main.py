@@ -68,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
         model_commands,
     )
     tuned.add_argument("--seconds", type=float, default=1.0, help="per setting measured (default 1)")
+    tuned.add_argument(
+        "--if-needed",
+        action="store_true",
+        help="only if this CPU has no tuning yet, or one measured while the machine was busy (as up does)",
+    )
     derived = command(
         "derive", "build a second arcface version from version 1", models.cmd_derive, model_commands
     )

@@ -72,7 +72,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from orchestrator.modelrepo.tuning import ensure_tuned
 
     store = fetch_models(settings_from(args).models_dir)
-    tuning, changed = ensure_tuned(store.root, args.seconds, force=True, progress=print)
+    tuning, changed = ensure_tuned(store.root, args.seconds, force=not args.if_needed, progress=print)
+    if args.if_needed:
+        return 0
     print(f"{'model':<16}{'level':<10}{'instances':>10}{'threads':>9}{'ms an item':>12}")
     for name, chosen in tuning.models.items():
         print(

@@ -24,8 +24,7 @@ from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_tok
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
-from orchestrator.modelrepo.tuning import ensure_tuned
-from orchestrator.runtime.processes import ManagedProcess
+from orchestrator.runtime.processes import ManagedProcess, StartError
 from orchestrator.runtime.supervisor import Child, Supervisor
 from orchestrator.runtime.triton_env import ensure_environment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
@@ -42,8 +41,8 @@ def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
     """Triton over the data dir's CPU repository; it gets SIGTERM when the thread starting it ends.
 
     The repository gets this CPU's tuning first (measured on the first start on a CPU model)."""
-    store = fetch_models(settings.models_dir)
-    ensure_tuned(store.root, progress=lambda line: print(line, flush=True))
+    fetch_models(settings.models_dir)
+    _tune(settings)
     env = ensure_environment(settings.triton_env_dir)
     return TritonServer(
         env,
@@ -53,6 +52,20 @@ def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
         [spec.name for spec in DEFAULT_MODELS],
         die_with_parent=True,
     )
+
+
+def _tune(settings: Settings) -> None:
+    """This CPU's tuning, measured by a child (if not cached) so that its worker processes and
+    multiprocessing's resource tracker end with it rather than live as long as ``up``."""
+    tuner = ManagedProcess("tuner", None, die_with_parent=True)
+    command = [sys.executable, "-m", "orchestrator.cli", "models", "tune", "--if-needed"]
+    tuner.start([*command, "--data-dir", str(settings.data_dir)])
+    try:
+        code = tuner.wait_exit()
+    finally:
+        tuner.stop()
+    if code != 0:
+        raise StartError(f"tuning the CPU models failed (exit {code}); see above")
 
 
 class _Stop(Exception):

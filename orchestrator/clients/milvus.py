@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 NOT_LOADED = 101
 """Milvus's code for a collection not loaded (``ErrCollectionNotLoaded``): Milvus Lite
 leaves every indexed collection released when it restarts."""
+RECONNECT_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.max_reconnect_backoff_ms": 1000}
+"""pymilvus answers UNAVAILABLE by reconnecting on a new channel; by default gRPC shares the
+old one's subchannel with it, and that subchannel's backoff (growing to 2 minutes while the
+server was down) fails the new channel at once: a restarted Milvus answered 503 for seconds."""
 ITERATOR_BATCH = 16_384
 """Milvus's largest query window."""
 
@@ -102,7 +106,11 @@ class MilvusSearch:
                 try:
                     self._client = await asyncio.wait_for(
                         asyncio.to_thread(
-                            MilvusClient, uri=self.uri, token=self._token, timeout=self.timeout
+                            MilvusClient,
+                            uri=self.uri,
+                            token=self._token,
+                            timeout=self.timeout,
+                            grpc_options=RECONNECT_OPTIONS,
                         ),
                         self.timeout + 5,
                     )

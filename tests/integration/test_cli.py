@@ -19,7 +19,7 @@ from orchestrator.core.settings import Settings
 from orchestrator.db import Gallery, default_database_url, make_engine
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.repository import parse
-from orchestrator.modelrepo.tuning import Tuning, cores, cpu_name, ensure_tuned
+from orchestrator.modelrepo.tuning import Tuning, cores, cpu_name
 from orchestrator.pipeline.calibration import DEFAULT_MATCH_THRESHOLD
 from orchestrator.runtime.processes import free_port
 from orchestrator.runtime.triton_server import TritonServer
@@ -165,7 +165,7 @@ def test_models_tune_measures_this_cpu_once_and_writes_the_configs(tmp_path: Pat
         assert config.parameters["graph_optimization"].string_value == chosen.graph_optimization
         assert config.parameters["intra_op_threads"].string_value == str(chosen.intra_op_threads)
         assert (model_store.repository("cpu") / spec.name / "config.pbtxt").read_text() == shared[spec.name]
-    # What `up` does on every start: the cached tuning, not measured again.
-    said: list[str] = []
-    assert ensure_tuned(tmp_path / "models", progress=said.append) == (tuning, [])
-    assert said == []
+    # What `up` does on every start: the cached tuning, not measured again (a child that ends).
+    again = facerec("models", "tune", "--if-needed", "--seconds", "0.2", data_dir=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "" and Tuning.from_json(cached.read_text()) == tuning
