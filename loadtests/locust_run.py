@@ -16,15 +16,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.stack import BACKENDS
@@ -36,7 +37,7 @@ RESULTS = ROOT / "loadtests" / "results"
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LocustSummary:
     requests: int
     failures: int
@@ -46,6 +47,9 @@ class LocustSummary:
     p95_ms: float
     p99_ms: float
     exit_code: int
+    cpu_s: float = math.nan
+    """Locust's own CPU seconds (user + system) for the run: the load generator shares the
+    machine's cores with what it measures."""
 
     @property
     def fail_ratio(self) -> float:
@@ -125,6 +129,8 @@ def run_locust(
     # Bounded: the run time plus start-up, stop timeout and the gallery set-up.
     limit_s = (run_time_s or 3600) + 180
     started = time.monotonic()
+    # Locust is the one child reaped meanwhile, so the children's usage grows by its own.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         command, env=child_env, cwd=ROOT, timeout=limit_s, capture_output=True, text=True, check=False
     )
@@ -137,7 +143,9 @@ def run_locust(
     stats = Path(f"{out_prefix}_stats.csv")
     if not stats.is_file():
         raise RuntimeError(f"locust wrote no statistics (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return read_summary(stats, done.returncode)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return dataclasses.replace(read_summary(stats, done.returncode), cpu_s=cpu_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -104,6 +105,7 @@ def _step(target: Target, users: int, step_s: float, out: Path) -> Step:
         summary.p99_ms,
         batching,
         cpu,
+        1000 * summary.cpu_s / summary.requests if summary.requests else math.nan,
     )
     log.info(
         "%s u=%d: %.2f req/s p50 %.0f ms, %d/%d failed, %s, CPU ms/request %s",

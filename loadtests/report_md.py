@@ -36,6 +36,8 @@ class Step:
     """Triton model → (average batch size, queue ms per request) during the step."""
     cpu_ms: dict[str, float] = field(default_factory=dict)
     """Process (with its children) → CPU ms per request during the step."""
+    load_cpu_ms: float = math.nan
+    """Locust's own CPU ms per request: not the stack's, but taken from the same cores."""
 
 
 def _ratio(value: float, ceiling: float) -> str:
@@ -72,15 +74,15 @@ def table(steps: Sequence[Step], ceiling: Ceiling) -> str:
 def cpu_table(steps: Sequence[Step]) -> str:
     processes = list(dict.fromkeys(name for s in steps for name in s.cpu_ms))
     lines = [
-        "| variant | users | req/s | " + " | ".join(processes) + " | all |",
-        "|---|---|---|" + "---|" * (len(processes) + 1),
+        "| variant | users | req/s | " + " | ".join(processes) + " | all | Locust |",
+        "|---|---|---|" + "---|" * (len(processes) + 2),
     ]
     for s in steps:
         cells = [_fmt(s.cpu_ms[p]) if p in s.cpu_ms else "" for p in processes]
         lines.append(
             f"| {s.variant} | {s.users} | {_fmt(s.throughput, 2)} | "
             + " | ".join(cells)
-            + f" | {_fmt(sum(s.cpu_ms.values()))} |"
+            + f" | {_fmt(sum(s.cpu_ms.values()))} | {_fmt(s.load_cpu_ms)} |"
         )
     return "\n".join(lines)
 
@@ -202,8 +204,9 @@ step from the statistics extension (Δ inference_count / Δ execution_count; que
 
 CPU ms (user + system) per answered request during each step, per process with its
 children (Triton's column includes its Python-backend stubs, where inference runs).
-Locust's own share is not in it. With the cores saturated, the "all" column decides the
-throughput.
+"all" is the variant's; Locust's own, generating the load and checking the answers on the
+same cores (its start-up included), is beside it. With the cores saturated, "all" plus
+Locust decides the throughput.
 
 {cpu_table(steps)}
 

@@ -43,6 +43,8 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
         # Every request runs the models in Triton's stubs and decodes in the orchestrator.
         assert {"triton", "orchestrator", "search"} <= set(step["cpu_ms"]), step
         assert step["cpu_ms"]["triton"] > 1.0 and step["cpu_ms"]["orchestrator"] > 1.0, step
+        # The load generator's own CPU, on the same cores (its start-up in it): measured.
+        assert math.isfinite(step["load_cpu_ms"]) and step["load_cpu_ms"] > 0.0, step
     report = (out / "report.md").read_text()
     assert "× limit" in report and "## CPU per request" in report
     assert f"Physical limit: {results['ceiling']['best']:.2f} images/s" in report
