@@ -33,7 +33,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.answer: asyncio.Future[tuple[int, bytes]] | None = None
-        self.answered_any = False
         self.keep_alive = True
         self.closed = False
         self._body: list[bytes] = []
@@ -58,7 +57,6 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self.answered_any = True
         self.keep_alive = self.parser.should_keep_alive()
         status, body = self.parser.get_status_code(), b"".join(self._body)
         self._body = []
@@ -114,12 +112,15 @@ class KeepAliveClient:
             connection, reused = await self._connection()
             try:
                 status, answer = await asyncio.wait_for(connection.exchange(request), self.timeout_s)
+            except TimeoutError as error:  # its answer may still come, unread
+                connection.close()
+                raise TimeoutError(f"no answer from {self.base_url} within {self.timeout_s}s") from error
             except ConnectionError:
                 connection.close()
                 if reused:
                     continue  # closed by the server while idle: once more, on a new one if need be
                 raise
-            except BaseException:  # timed out or cancelled: its answer may still come, unread
+            except BaseException:  # cancelled: likewise
                 connection.close()
                 raise
             if connection.keep_alive and not connection.closed and len(self._idle) < MAX_IDLE:

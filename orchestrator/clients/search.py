@@ -27,6 +27,7 @@ import asyncio
 import heapq
 import json
 from collections.abc import Awaitable, Sequence
+from http.client import responses as REASONS
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -69,6 +70,20 @@ def merge_hits(per_shard: Sequence[Sequence[Sequence[Hit]]], k: int) -> list[lis
         candidates = (hit for shard in per_shard for hit in shard[q])
         merged.append(heapq.nsmallest(k, candidates, key=lambda h: (-h.score, h.id)))
     return merged
+
+
+def _unavailable(exc: Exception, url: str) -> SearchUnavailable:
+    """A shard not reached, or not answering in time."""
+    return SearchUnavailable(503, {"title": type(exc).__name__, "detail": str(exc)}, url)
+
+
+def _answered_error(status: int, reason: str, body: bytes, url: str) -> SearchServiceError:
+    """An error answer: the shard's problem, or its first characters when it sent none."""
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        problem = {"title": reason, "detail": body.decode(errors="replace")[:200]}
+    return SearchServiceError(status, problem, url)
 
 
 class SearchClient:
@@ -131,15 +146,11 @@ class SearchClient:
         try:
             response = await client.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:  # includes timeouts
-            raise SearchUnavailable(
-                503, {"title": type(exc).__name__, "detail": str(exc)}, str(client.base_url)
-            ) from exc
+            raise _unavailable(exc, str(client.base_url)) from exc
         if response.is_error:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"title": response.reason_phrase, "detail": response.text[:200]}
-            raise SearchServiceError(response.status_code, problem, str(response.url))
+            raise _answered_error(
+                response.status_code, response.reason_phrase, response.content, str(response.url)
+            )
         return response
 
     async def _all(self, calls: Sequence[Awaitable[T]]) -> list[T]:
@@ -211,14 +222,9 @@ class SearchClient:
         try:
             status, answer = await searcher.post(path, json.dumps(body, separators=(",", ":")).encode())
         except (ConnectionError, TimeoutError) as exc:
-            problem = {"title": type(exc).__name__, "detail": str(exc) or "no answer in time"}
-            raise SearchUnavailable(503, problem, searcher.base_url) from exc
+            raise _unavailable(exc, searcher.base_url) from exc
         if status >= 400:
-            try:
-                problem = json.loads(answer)
-            except ValueError:
-                problem = {"title": f"HTTP {status}", "detail": answer[:200].decode(errors="replace")}
-            raise SearchServiceError(status, problem, searcher.base_url + path)
+            raise _answered_error(status, REASONS.get(status, ""), answer, searcher.base_url + path)
         return json.loads(answer)
 
     async def ids(self, name: str, *, page: int = MAX_IDS_PAGE) -> npt.NDArray[np.int64]:
