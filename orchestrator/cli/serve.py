@@ -24,6 +24,7 @@ from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_tok
 from orchestrator.core.settings import Settings
 from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
+from orchestrator.modelrepo.tuning import apply, quiet_cached
 from orchestrator.runtime.processes import ManagedProcess, StartError
 from orchestrator.runtime.supervisor import Child, Supervisor
 from orchestrator.runtime.triton_env import ensure_environment
@@ -41,8 +42,12 @@ def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
     """Triton over the data dir's CPU repository; it gets SIGTERM when the thread starting it ends.
 
     The repository gets this CPU's tuning first (measured on the first start on a CPU model)."""
-    fetch_models(settings.models_dir)
-    _tune(settings)
+    store = fetch_models(settings.models_dir)
+    tuning = quiet_cached(store.root)
+    if tuning is None:
+        _tune(settings)
+    else:
+        apply(store.repository("cpu"), tuning)  # nothing measured, so no process started
     env = ensure_environment(settings.triton_env_dir)
     return TritonServer(
         env,
@@ -55,7 +60,7 @@ def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
 
 
 def _tune(settings: Settings) -> None:
-    """This CPU's tuning, measured by a child (if not cached) so that its worker processes and
+    """This CPU's tuning measured and applied by a child, so that its worker processes and
     multiprocessing's resource tracker end with it rather than live as long as ``up``."""
     tuner = ManagedProcess("tuner", None, die_with_parent=True)
     command = [sys.executable, "-m", "orchestrator.cli", "models", "tune", "--if-needed"]

@@ -326,19 +326,28 @@ def apply(repository: Path, tuning: Tuning, names: Iterable[str] | None = None) 
     return changed
 
 
+def quiet_cached(store_root: Path) -> Tuning | None:
+    """This CPU's cached tuning if it was measured on a quiet machine; None if there is none,
+    it is unreadable, or other processes were busy while it was measured."""
+    path = cache_file(store_root, cpu_name(), cores())
+    if not path.is_file():
+        return None
+    try:
+        tuning = Tuning.from_json(path.read_text())
+    except (ValueError, TypeError, KeyError) as error:
+        log.warning("%s is unreadable (%s): measuring again", path, error)
+        return None
+    return None if tuning.noisy else tuning
+
+
 def ensure_tuned(
     store_root: Path, seconds: float = 1.0, force: bool = False, progress: Callable[[str], None] = log.info
 ) -> tuple[Tuning, list[str]]:
     """The cached tuning of this CPU (measured now if there is none, or ``force``), applied."""
     repository = store_root / "repository" / "cpu"
     path = cache_file(store_root, cpu_name(), cores())
-    tuning = None
-    if not force and path.is_file():
-        try:
-            tuning = Tuning.from_json(path.read_text())
-        except (ValueError, TypeError, KeyError) as error:
-            log.warning("%s is unreadable (%s): measuring again", path, error)
-    if tuning is None or tuning.noisy:
+    tuning = None if force else quiet_cached(store_root)
+    if tuning is None:
         progress(f"tuning the CPU models for {cpu_name()} ({cores()} cores), once per CPU model")
         tuning = tune(repository, seconds, progress=progress)
         if tuning.noisy:
