@@ -26,7 +26,7 @@ import numpy as np
 
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.settings import QualitySettings
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import SERVED_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
 from orchestrator.pipeline import quality
 from orchestrator.pipeline.face_pipeline import Analysis, FacePipeline
@@ -255,7 +255,7 @@ def main() -> None:
                 store.repository("cpu"),
                 Path(work) / "triton.log",
                 TritonPorts.free(),
-                [spec.name for spec in DEFAULT_MODELS],
+                list(SERVED_MODELS),
             )
             with triton:
                 rows = asyncio.run(measure_all(triton.grpc_url, photos, gate))

@@ -27,7 +27,7 @@ from orchestrator.clients.triton import TritonModels
 from orchestrator.db import Gallery, make_engine, migrate
 from orchestrator.db.tables import PersonCreate
 from orchestrator.gallery.enrolment import crop_png
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import SERVED_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
 from orchestrator.modelrepo.importer import derive
 from orchestrator.pipeline.face_pipeline import FacePipeline
@@ -162,7 +162,7 @@ def main() -> None:
             store.repository("cpu"),
             root / "triton.log",
             TritonPorts.free(),
-            [s.name for s in DEFAULT_MODELS],
+            list(SERVED_MODELS),
         )
         with triton:
             engine = make_engine(sqlite_url(root))

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import SERVED_MODELS
 from orchestrator.modelrepo.repository import parse, render
 from orchestrator.runtime.triton_env import TritonEnvironment, ensure_environment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
@@ -39,13 +39,13 @@ def write_unbatched_repository(source: Path, target: Path) -> Path:
     Version directories are symlinked (same weights and ``model.py``); only the configs
     differ. Without the block Triton runs every request on its own, in arrival order.
     """
-    for spec in DEFAULT_MODELS:
-        model_dir = target / spec.name
+    for name in SERVED_MODELS:
+        model_dir = target / name
         model_dir.mkdir(parents=True, exist_ok=True)
-        config = parse((source / spec.name / "config.pbtxt").read_text())
+        config = parse((source / name / "config.pbtxt").read_text())
         config.ClearField("dynamic_batching")
         (model_dir / "config.pbtxt").write_text(render(config))
-        for version in (source / spec.name).iterdir():
+        for version in (source / name).iterdir():
             link = model_dir / version.name
             if version.is_dir() and version.name.isdigit() and not link.exists():
                 link.symlink_to(version.resolve(), target_is_directory=True)
@@ -79,7 +79,7 @@ class Stack(SharedStack):
             repository,
             root / "logs" / "triton.log",
             TritonPorts.free(),
-            [spec.name for spec in DEFAULT_MODELS],
+            list(SERVED_MODELS),
         )
         # As `make up` runs it: FACEREC_API__WORKERS from the caller's environment, else the default.
         workers = {"FACEREC_API__WORKERS": os.environ.get("FACEREC_API__WORKERS")}

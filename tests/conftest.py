@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clients.triton import TritonModels
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import SERVED_MODELS
 from orchestrator.modelrepo.fetch import ModelStore, fetch_models
 from orchestrator.modelrepo.tuning import ensure_tuned
 from orchestrator.runtime.triton_env import TritonEnvironment, ensure_environment
@@ -56,7 +56,7 @@ def local_triton(model_store: ModelStore, env: TritonEnvironment, log_dir: Path)
         model_store.repository("cpu"),
         log_dir / "triton.log",
         TritonPorts.free(),
-        [spec.name for spec in DEFAULT_MODELS],
+        list(SERVED_MODELS),
     )
 
 

@@ -22,7 +22,7 @@ from orchestrator.cli.api_worker import worker_environment
 from orchestrator.cli.common import settings_from, with_services
 from orchestrator.core.secret_files import SEARCH_TOKEN_FILE, read_or_create_token
 from orchestrator.core.settings import Settings
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import SERVED_MODELS
 from orchestrator.modelrepo.fetch import fetch_models
 from orchestrator.modelrepo.tuning import apply, quiet_cached
 from orchestrator.runtime.processes import ManagedProcess, StartError
@@ -54,7 +54,7 @@ def _triton(settings: Settings, ports: TritonPorts) -> TritonServer:
         (settings.models_dir / "repository" / "cpu").resolve(),
         (settings.logs_dir / "triton.log").resolve(),
         ports,
-        [spec.name for spec in DEFAULT_MODELS],
+        list(SERVED_MODELS),
         die_with_parent=True,
     )
 

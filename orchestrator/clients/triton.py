@@ -14,6 +14,9 @@ refusals.
 from __future__ import annotations
 
 import asyncio
+import re
+import struct
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions, service_p
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
-from orchestrator.core.errors import UpstreamUnavailable
+from orchestrator.core.errors import ImageError, ImageTooLarge, UnsupportedImage, UpstreamUnavailable
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,32 @@ def infer_request(info: ModelInfo, batch: np.ndarray) -> bytes:
     for name in info.outputs:
         request.outputs.add(name=name)
     return request.SerializeToString()
+
+
+def bytes_request(info: ModelInfo, values: Mapping[str, bytes]) -> bytes:
+    """The serialised ModelInfer request of one BYTES element per input (a batch of one)."""
+    request = service_pb2.ModelInferRequest(model_name=info.name, model_version=info.version)
+    for name in info.inputs:
+        request.inputs.add(name=name, datatype="BYTES", shape=(1, 1))
+        # Triton's raw BYTES layout: each element is its 4-byte little-endian length, then it.
+        request.raw_input_contents.append(struct.pack("<I", len(values[name])) + values[name])
+    for name in info.outputs:
+        request.outputs.add(name=name)
+    return request.SerializeToString()
+
+
+_IMAGE_ERRORS: dict[str, type[ImageError]] = {
+    cls.__name__: cls for cls in (ImageError, UnsupportedImage, ImageTooLarge)
+}
+_IMAGE_ERROR = re.compile(r"\[(\w+)\] (.*)", re.DOTALL)
+
+
+def image_error(details: str) -> ImageError | None:
+    """The image error a model answered with (``[<class>] <detail>``), if it is one."""
+    found = _IMAGE_ERROR.search(details)
+    if found and found.group(1) in _IMAGE_ERRORS:
+        return _IMAGE_ERRORS[found.group(1)](found.group(2))
+    return None
 
 
 def infer_outputs(response: bytes) -> dict[str, np.ndarray]:
@@ -171,11 +200,28 @@ class TritonModels:
 
     async def _infer_one(self, info: ModelInfo, batch: np.ndarray) -> dict[str, np.ndarray]:
         request = await asyncio.get_running_loop().run_in_executor(self.executor, infer_request, info, batch)
+        return await self._answer(info, request)
+
+    async def infer_bytes(
+        self, model: str, values: Mapping[str, bytes], version: str = "1"
+    ) -> dict[str, np.ndarray]:
+        """Run one request of a model whose inputs are each one BYTES element (``face_chain``).
+
+        Serialised here, on the loop: it is one copy of the bytes. An ``[ImageError] …``
+        answer is raised as that error (the image, not the service, is at fault).
+        """
+        info = await self.info(model, version)
+        return await self._answer(info, bytes_request(info, values))
+
+    async def _answer(self, info: ModelInfo, request: bytes) -> dict[str, np.ndarray]:
         try:
             response = await self._send(request)
         except grpc.aio.AioRpcError as error:
+            details = str(error.details())
+            if (bad_image := image_error(details)) is not None:
+                raise bad_image from None
             timed_out = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            raise _refused(info.name, timed_out, str(error.details())) from error
+            raise _refused(info.name, timed_out, details) from error
         return infer_outputs(response)
 
     async def _send(self, request: bytes) -> bytes:

@@ -51,6 +51,10 @@ class TritonSettings(BaseModel):
     check_s: PositiveFloat = 5.0
     """How often every Triton is checked for the live embedder versions (one that restarted
     without them gets them loaded again)."""
+    chain: bool = True
+    """Analyse each image in one call to Triton's ``face_chain`` model (decode, detect,
+    landmarks, align and embed in Triton); false: the orchestrator decodes and aligns and
+    calls the three models itself, three requests an image and its CPU for the pixels."""
 
 
 class ApiSettings(BaseModel):

@@ -83,3 +83,14 @@ ARCFACE = ModelSpec(
 )
 
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (FACE_DETECTOR, FACE_LANDMARKS, ARCFACE)
+
+FACE_CHAIN = "face_chain"
+"""The Python-backend model that analyses a whole encoded image in one call, running the
+three models above (``triton_backend/face_chain.py``); the orchestrator's recognition path."""
+CHAIN_MAX_BATCH_SIZE = 8
+CHAIN_CPU_INSTANCES = 2
+"""One stub process a core of the machines we measure on: the chain's own work (decode,
+crops, warps) holds the GIL of its process."""
+
+SERVED_MODELS: tuple[str, ...] = (*(spec.name for spec in DEFAULT_MODELS), FACE_CHAIN)
+"""What Triton loads."""

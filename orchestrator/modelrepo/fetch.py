@@ -29,6 +29,8 @@ from orchestrator.modelrepo.repository import (
     CONFIG_FILE,
     TARGETS,
     backend_model_source,
+    chain_config,
+    chain_files,
     link_or_copy,
     model_config,
     read_version_policy,
@@ -114,7 +116,10 @@ def repository_layout_digest() -> str:
     """Digest of what the code would write, so a changed config or backend rebuilds the store."""
     digest = hashlib.sha256(NPM_TARBALL_SHA256.encode())
     digest.update(backend_model_source().encode())
+    for relative, text in sorted(chain_files().items()):
+        digest.update(f"{relative}\n{text}".encode())
     for target in TARGETS:
+        digest.update(render(chain_config(target)).encode())
         for spec in DEFAULT_MODELS:
             digest.update(render(model_config(spec, target)).encode())
     return digest.hexdigest()

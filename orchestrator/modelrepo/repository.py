@@ -21,7 +21,15 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator.modelrepo.catalog import ModelSpec
+from orchestrator.modelrepo.catalog import (
+    ARCFACE,
+    CHAIN_CPU_INSTANCES,
+    CHAIN_MAX_BATCH_SIZE,
+    FACE_CHAIN,
+    FACE_DETECTOR,
+    FACE_LANDMARKS,
+    ModelSpec,
+)
 from orchestrator.modelrepo.tensorrt import TRT_ENGINE_CACHE as TRT_ENGINE_CACHE
 from orchestrator.modelrepo.tensorrt import accelerator_parameters, batch_profile
 
@@ -46,12 +54,7 @@ def model_config(spec: ModelSpec, target: Target, versions: Iterable[int] = (1,)
     batching = config.dynamic_batching
     batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
     batching.max_queue_delay_microseconds = spec.max_queue_delay_us
-    # A bounded queue that rejects: overload becomes UNAVAILABLE (HTTP 503), never a hang.
-    policy = batching.default_queue_policy
-    policy.max_queue_size = spec.max_queue_size
-    policy.timeout_action = mc.ModelQueuePolicy.REJECT
-    policy.default_timeout_microseconds = spec.queue_timeout_us
-    policy.allow_timeout_override = True
+    _bounded_queue(batching, spec)
 
     if target == "cpu":
         config.backend = "python"
@@ -76,6 +79,74 @@ def model_config(spec: ModelSpec, target: Target, versions: Iterable[int] = (1,)
                 warmup.inputs[tensor.name].dims.extend(tensor.dims)
                 warmup.inputs[tensor.name].random_data = True
     return config
+
+
+def _bounded_queue(batching: mc.ModelDynamicBatching, spec: ModelSpec) -> None:
+    # A bounded queue that rejects: overload becomes UNAVAILABLE (HTTP 503), never a hang.
+    policy = batching.default_queue_policy
+    policy.max_queue_size = spec.max_queue_size
+    policy.timeout_action = mc.ModelQueuePolicy.REJECT
+    policy.default_timeout_microseconds = spec.queue_timeout_us
+    policy.allow_timeout_override = True
+
+
+CHAIN_FACE_COLUMNS = 152
+"""``orchestrator.pipeline.vision.chain.FACE_COLUMNS`` (that module needs OpenCV; this one not)."""
+
+
+def chain_config(target: Target) -> mc.ModelConfig:
+    """``face_chain``: an encoded image and its options (JSON) in, its faces out.
+
+    On the CPU target the detector and landmark model run inside the chain's stub; on the
+    GPU target every model is a BLS call to its TensorRT engine. The embedder is always a
+    BLS call, so rollouts and batching across requests stay Triton's.
+    """
+    config = mc.ModelConfig(name=FACE_CHAIN, backend="python", max_batch_size=CHAIN_MAX_BATCH_SIZE)
+    config.input.add(name="image", data_type=_dtype("TYPE_STRING"), dims=[1])
+    config.input.add(name="options", data_type=_dtype("TYPE_STRING"), dims=[1])
+    outputs = {
+        "faces": ("TYPE_FP32", [-1, CHAIN_FACE_COLUMNS]),
+        "crops": ("TYPE_UINT8", [-1, 112, 112, 3]),
+        "embeddings": ("TYPE_FP32", [-1, -1]),
+        "size": ("TYPE_INT32", [2]),
+        "timings": ("TYPE_FP32", [5]),
+    }
+    for name, (dtype, dims) in outputs.items():
+        config.output.add(name=name, data_type=_dtype(dtype), dims=dims)
+    config.version_policy.specific.versions.append(1)
+    # No queue delay: images wait for a busy instance, never for company.
+    _bounded_queue(config.dynamic_batching, ARCFACE)
+    count = CHAIN_CPU_INSTANCES if target == "cpu" else 4
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
+    in_process = [FACE_DETECTOR.name, FACE_LANDMARKS.name] if target == "cpu" else []
+    config.parameters["in_process"].string_value = ",".join(in_process)
+    for role, spec in (("detector", FACE_DETECTOR), ("landmarks", FACE_LANDMARKS), ("embedder", ARCFACE)):
+        config.parameters[role].string_value = spec.name
+        config.parameters[f"{spec.name}.input"].string_value = spec.input.name
+        config.parameters[f"{spec.name}.max_batch_size"].string_value = str(spec.max_batch_size)
+    return config
+
+
+def chain_files() -> dict[str, str]:
+    """The files of a ``face_chain`` version directory: its ``model.py`` and the image code
+    it imports, copied from this package (the stub cannot import the orchestrator's)."""
+    files = {"model.py": _backend_source("face_chain.py")}
+    package = resources.files("orchestrator")
+    for relative in CHAIN_CODE:
+        files[relative] = package.joinpath(*relative.split("/")[1:]).read_text()
+    return files
+
+
+CHAIN_CODE = (
+    "orchestrator/__init__.py",
+    "orchestrator/core/__init__.py",
+    "orchestrator/core/errors.py",
+    "orchestrator/pipeline/__init__.py",
+    *(
+        f"orchestrator/pipeline/vision/{name}.py"
+        for name in ("__init__", "align", "chain", "decode", "detect", "faces", "landmarks")
+    ),
+)
 
 
 def render(config: mc.ModelConfig) -> str:
@@ -167,9 +238,24 @@ def replace_file(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def _backend_source(name: str) -> str:
+    return (resources.files("orchestrator.modelrepo") / "triton_backend" / name).read_text()
+
+
 def backend_model_source() -> str:
     """The Python-backend ``model.py`` shared by every CPU model."""
-    return (resources.files("orchestrator.modelrepo") / "triton_backend" / "model.py").read_text()
+    return _backend_source("model.py")
+
+
+def write_chain(root: Path, target: Target) -> None:
+    """``root/face_chain/``: its config and version 1 with the code it runs."""
+    model_dir = root / FACE_CHAIN
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / CONFIG_FILE).write_text(render(chain_config(target)))
+    for relative, text in chain_files().items():
+        path = model_dir / "1" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -201,6 +287,7 @@ def write_repository(
             link_or_copy(onnx_file, version_dir / MODEL_FILE)
             if target == "cpu":
                 (version_dir / "model.py").write_text(model_py)
+    write_chain(root, target)
 
 
 def write_configs(root: Path) -> None:
@@ -212,6 +299,8 @@ def write_configs(root: Path) -> None:
             model_dir = root / target / spec.name
             model_dir.mkdir(parents=True, exist_ok=True)
             (model_dir / "config.pbtxt").write_text(render(model_config(spec, target)))
+        (root / target / FACE_CHAIN).mkdir(parents=True, exist_ok=True)
+        (root / target / FACE_CHAIN / CONFIG_FILE).write_text(render(chain_config(target)))
 
 
 if __name__ == "__main__":

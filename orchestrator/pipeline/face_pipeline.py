@@ -1,8 +1,14 @@
 """The face pipeline: decode → detect → landmarks → align → embed, through Triton.
 
-Pixel work runs in a thread pool, off the event loop; each Triton model gets one request
-per image (all faces of the image in one batch). Embeddings are L2-normalised here and
-nowhere else.
+By default an image is one request to Triton's ``face_chain`` model, which does all of it
+(``orchestrator.pipeline.vision.chain``); the orchestrator only checks the header first, so
+a bad image is refused before it travels. With ``chain=False`` the orchestrator does the
+pixel work itself, in a thread pool off the event loop, and each Triton model gets one
+request per image (all faces of the image in one batch): measured on two cores at 16
+concurrent images, that path spent 28 ms of CPU an image (orchestrator 11.3, Triton 16.6)
+where the chain spends 19.4 (0.6 and 18.8), the in-process chain 19.3.
+
+Embeddings are L2-normalised here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -22,6 +28,7 @@ from orchestrator.clients.triton import TritonModels
 from orchestrator.core.errors import FaceCountError
 from orchestrator.pipeline.memory_budget import Hold, PixelBudget, decoded_bytes, held_bytes
 from orchestrator.pipeline.vision import align, detect, landmarks
+from orchestrator.pipeline.vision.chain import ChainOptions, from_tensors
 from orchestrator.pipeline.vision.decode import (
     DecodedImage,
     DecodeLimits,
@@ -30,20 +37,13 @@ from orchestrator.pipeline.vision.decode import (
     for_faces,
     read_header,
 )
-from orchestrator.pipeline.vision.faces import Face
+from orchestrator.pipeline.vision.faces import Analysis, Face
 
 T = TypeVar("T")
 
-DETECTOR, LANDMARKS, EMBEDDER = "face_detector", "face_landmarks", "arcface"
+DETECTOR, LANDMARKS, EMBEDDER, CHAIN = "face_detector", "face_landmarks", "arcface", "face_chain"
 
-
-@dataclass
-class Analysis:
-    faces: list[Face]
-    """Largest first."""
-    width: int
-    height: int
-    timings_ms: dict[str, float] = field(default_factory=dict)
+__all__ = ["Analysis", "FacePipeline", "ModelVersions", "l2_normalize"]
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -68,8 +68,10 @@ class FacePipeline:
         limits: DecodeLimits | None = None,
         detect_params: detect.DetectParams | None = None,
         budget: PixelBudget | None = None,
+        chain: bool = True,
     ) -> None:
         self.triton = triton
+        self.chain = chain
         self.executor = executor
         self.limits = limits or DecodeLimits()
         self.detect_params = detect_params or detect.DetectParams()
@@ -95,6 +97,11 @@ class FacePipeline:
     async def _analyse(
         self, data: bytes, memory: Hold, embed: bool, max_faces: int | None, versions: ModelVersions
     ) -> Analysis:
+        params = self.detect_params
+        if max_faces is not None:
+            params = dataclasses.replace(params, max_faces=max_faces)
+        if self.chain:
+            return await self._in_one_call(data, memory, embed, params, versions)
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -114,9 +121,6 @@ class FacePipeline:
         header, image, detector_in = await self._cpu(decoded)
         lap("decode")
         out = await self.triton.infer(DETECTOR, detector_in[None], versions.detector)
-        params = self.detect_params
-        if max_faces is not None:
-            params = dataclasses.replace(params, max_faces=max_faces)
         found = detect.detections(out["scores"][0], out["boxes"][0], image.width, image.height, params)
         lap("detect")
         # Report coordinates in the image as sent, whatever scale it was decoded at.
@@ -170,6 +174,21 @@ class FacePipeline:
             for face, vector in zip(faces, l2_normalize(out["output"]), strict=True):
                 face.embedding = vector
             lap("embed")
+        return analysis
+
+    async def _in_one_call(
+        self, data: bytes, memory: Hold, embed: bool, params: detect.DetectParams, versions: ModelVersions
+    ) -> Analysis:
+        # Checked here, not decoded: a bad image is a 4xx before it travels, and its pixels
+        # (decoded in Triton) are counted against the budget from the header.
+        memory.take(held_bytes(data, read_header(data, self.limits)))
+        options = ChainOptions(versions.embedder, embed, params, self.limits)
+        tensors = await self.triton.infer_bytes(CHAIN, {"image": data, "options": options.to_json().encode()})
+        analysis = from_tensors({name: value[0] for name, value in tensors.items()})
+        if embed and analysis.faces:
+            vectors = l2_normalize(np.stack([f.embedding for f in analysis.faces if f.embedding is not None]))
+            for face, vector in zip(analysis.faces, vectors, strict=True):
+                face.embedding = vector
         return analysis
 
     async def compare_largest(

@@ -79,7 +79,7 @@ async def open_serving(stack: AsyncExitStack, settings: Settings) -> Serving:
     stack.push_async_callback(triton.close)
 
     budget = PixelBudget(settings.api.pixel_budget_bytes)
-    pipeline = FacePipeline(triton, executor=executor, budget=budget)
+    pipeline = FacePipeline(triton, executor=executor, budget=budget, chain=settings.triton.chain)
     live = LiveView(gallery, settings.api.refresh_s, settings.match, settings.match_threshold)
     stack.push_async_callback(live.close)
     log_writer = RecognitionLogWriter(gallery)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -51,7 +52,13 @@ class TritonEnvironment:
         return self.root / "triton-backends"
 
     def is_ready(self) -> bool:
-        return (self.root / READY_MARKER).is_file() and self.tritonserver.is_file()
+        """Made, and from the requirements this code pins (a changed pin installs again)."""
+        marker = self.root / READY_MARKER
+        return (
+            marker.is_file()
+            and marker.read_text().strip() == requirements_digest()
+            and self.tritonserver.is_file()
+        )
 
     def _link_backends(self) -> None:
         python_backend = self.backends / "python"
@@ -76,6 +83,11 @@ class TritonEnvironment:
             link.symlink_to(source)
 
 
+def requirements_digest() -> str:
+    text = (resources.files("orchestrator.runtime") / "triton_requirements.txt").read_text()
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def ensure_environment(root: Path) -> TritonEnvironment:
     """Create the environment with the pinned requirements unless it already exists."""
     root = root.resolve()
@@ -85,7 +97,8 @@ def ensure_environment(root: Path) -> TritonEnvironment:
     requirements = resources.files("orchestrator.runtime") / "triton_requirements.txt"
     log.info("creating Triton's Python environment in %s", root)
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
+        if not (env.bin / "python").is_file():
+            subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
         with resources.as_file(requirements) as req:
             subprocess.run(
                 [str(env.bin / "python"), "-m", "pip", "install", "-q", "-r", str(req)],
@@ -95,5 +108,5 @@ def ensure_environment(root: Path) -> TritonEnvironment:
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
         raise TritonEnvironmentError(f"could not create Triton's environment: {error}") from error
     env._link_backends()
-    (root / READY_MARKER).write_text("ok\n")
+    (root / READY_MARKER).write_text(requirements_digest() + "\n")
     return env

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from orchestrator.db.tables import ROLLOUT_FINISHED
-from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import ARCFACE, SERVED_MODELS
 from orchestrator.modelrepo.fetch import ModelStore
 from orchestrator.runtime.triton_env import TritonEnvironment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
@@ -146,7 +146,7 @@ def running_cluster(
 ) -> Iterator[Cluster]:
     """Triton over a private copy of the store's CPU repository, then the cluster; stopped after."""
     repository = private_repository(store.repository("cpu"), root / "repository")
-    models = [spec.name for spec in DEFAULT_MODELS]
+    models = list(SERVED_MODELS)
     triton = TritonServer(env, repository, root / "triton.log", TritonPorts.free(), models)
     with triton:
         cluster = Cluster(root, triton, repository, database_url, cache_url)

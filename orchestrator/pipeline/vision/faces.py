@@ -1,4 +1,4 @@
-"""The face record that the pipeline fills stage by stage."""
+"""The face record that the pipeline fills stage by stage, and an image's analysis."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ class Face:
         size = min(1.0, side / 112.0)
         sharp = min(1.0, self.sharpness / SHARPNESS_FULL)
         return round(self.det_score * size * sharp, 4)
+
+
+@dataclass
+class Analysis:
+    faces: list[Face]
+    """Largest first; coordinates in the image as sent."""
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
