@@ -1,9 +1,10 @@
 """The whole per-image chain in ONNX Runtime inside one process, on a batch of images.
 
-decode → detect → landmarks → align → embed, reusing the orchestrator's pure image code,
-with each model run once per batch (chunked at the model's Triton ``max_batch_size``), so
-the embedder sees every face of the batch at once. Same graph optimisation level per
-model as the CPU Triton repository's config (tuned for this CPU by ``facerec models tune``).
+decode → detect → landmarks → align → embed, the same code as Triton's face_chain model
+(``orchestrator.pipeline.vision.chain``), with each model run once per batch (chunked at
+the model's Triton ``max_batch_size``), so the embedder sees every face of the batch at once.
+Same graph optimisation level per model as the CPU Triton repository's config (tuned for this
+CPU by ``facerec models tune``).
 It is the work of each worker of the physical limit (``loadtests.ceiling``) and of the naive
 single-process server (one image per request).
 """
@@ -21,8 +22,7 @@ from orchestrator.modelrepo.catalog import ARCFACE, FACE_DETECTOR, FACE_LANDMARK
 from orchestrator.modelrepo.repository import MODEL_FILE
 from orchestrator.modelrepo.tuning import configured_level
 from orchestrator.pipeline.face_pipeline import l2_normalize
-from orchestrator.pipeline.vision import align, detect, landmarks
-from orchestrator.pipeline.vision.decode import DecodeLimits, decode_pixels, for_faces, read_header
+from orchestrator.pipeline.vision.chain import ChainOptions, analyse_batch
 from orchestrator.pipeline.vision.faces import Face
 
 
@@ -41,60 +41,35 @@ def _run(model: ort.InferenceSession, spec: ModelSpec, batch: np.ndarray) -> lis
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
+def _pair(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    scores, boxes = outputs
+    return scores, boxes
+
+
 class OrtChain:
     def __init__(self, repository: Path, threads: int = 0) -> None:
         self.detector = session(repository, FACE_DETECTOR, threads)
         self.landmarks = session(repository, FACE_LANDMARKS, threads)
         self.embedder = session(repository, ARCFACE, threads)
-        self.params = detect.DetectParams()
 
     def analyse(self, images: list[bytes]) -> list[list[Face]]:
-        """Faces per image (largest first, embeddings unit length), every model once per batch."""
-        limits = DecodeLimits()
-        headers = [read_header(data, limits) for data in images]
-        decoded = [decode_pixels(data, header) for data, header in zip(images, headers, strict=True)]
-        scores, boxes = _run(
-            self.detector, FACE_DETECTOR, np.stack([detect.detector_input(d.rgb) for d in decoded])
+        """Faces per image (largest first, embeddings unit length), every model once per batch:
+        the work of Triton's face_chain model (``orchestrator.pipeline.vision.chain``)."""
+        results = analyse_batch(
+            images,
+            [ChainOptions()] * len(images),
+            lambda batch: _pair(_run(self.detector, FACE_DETECTOR, batch)),
+            lambda batch: _run(self.landmarks, FACE_LANDMARKS, batch)[0],
+            lambda batch, _version: _run(self.embedder, ARCFACE, batch)[0],
         )
-        found = [
-            detect.detections(scores[i], boxes[i], d.width, d.height, self.params)
-            for i, d in enumerate(decoded)
-        ]
-        faces: list[list[Face]] = [
-            [Face(box=d.box / image.scale, det_score=d.score) for d in detections]
-            for image, detections in zip(decoded, found, strict=True)
-        ]
-        owners: list[tuple[int, int]] = []
-        patches: list[np.ndarray] = []
-        rects: list[tuple[int, int, int, int]] = []
-        for i, detections in enumerate(found):
-            if not detections:
-                continue
-            # As the served pipeline does: a face too small at the detector's scale is cut
-            # from a finer decode.
-            decoded[i], face_boxes = for_faces(
-                images[i], headers[i], decoded[i], [d.box for d in detections], limits
-            )
-            for j, box in enumerate(face_boxes):
-                rect = landmarks.crop_rect(box, decoded[i].width, decoded[i].height)
-                owners.append((i, j))
-                rects.append(rect)
-                patches.append(landmarks.landmark_input(decoded[i].rgb, rect))
-        if not owners:
-            return faces
-        (points,) = _run(self.landmarks, FACE_LANDMARKS, np.stack(patches))
-        crops = []
-        for (i, j), rect, raw in zip(owners, rects, points, strict=True):
-            points68 = landmarks.landmarks_in_image(raw, rect)
-            points5 = landmarks.five_points(points68)
-            face = faces[i][j]
-            face.crop = align.align(decoded[i].rgb, points5)
-            face.sharpness = align.sharpness(face.crop)
-            face.points5 = points5 / decoded[i].scale
-            crops.append(face.crop)
-        (vectors,) = _run(self.embedder, ARCFACE, align.embedder_input(np.stack(crops)))
-        for (i, j), vector in zip(owners, l2_normalize(vectors), strict=True):
-            faces[i][j].embedding = vector
+        faces = []
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+            for face in result.faces:
+                assert face.embedding is not None
+                face.embedding = l2_normalize(face.embedding[None])[0]
+            faces.append(result.faces)
         return faces
 
 

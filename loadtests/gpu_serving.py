@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from orchestrator.core.secret_files import read_or_create_token
-from orchestrator.modelrepo.catalog import SERVED_MODELS
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS
 from orchestrator.runtime.triton_env import TritonEnvironment
 from orchestrator.runtime.triton_server import TritonPorts, TritonServer
 from tests.support.stack import ADMIN_KEY, Stack, sqlite_url
@@ -92,7 +92,7 @@ class LocalTriton(TritonServer):
     """
 
     def __init__(self, binary: Path, repository: Path, log_path: Path) -> None:
-        models = list(SERVED_MODELS)
+        models = [spec.name for spec in DEFAULT_MODELS]  # the GPU repository has no face_chain
         super().__init__(TritonEnvironment(binary.parent), repository, log_path, TritonPorts.free(), models)
         self.binary = binary
 

@@ -40,6 +40,8 @@ def write_unbatched_repository(source: Path, target: Path) -> Path:
     differ. Without the block Triton runs every request on its own, in arrival order.
     """
     for name in SERVED_MODELS:
+        if not (source / name / "config.pbtxt").is_file():
+            continue
         model_dir = target / name
         model_dir.mkdir(parents=True, exist_ok=True)
         config = parse((source / name / "config.pbtxt").read_text())

@@ -118,8 +118,8 @@ def repository_layout_digest() -> str:
     digest.update(backend_model_source().encode())
     for relative, text in sorted(chain_files().items()):
         digest.update(f"{relative}\n{text}".encode())
+    digest.update(render(chain_config()).encode())
     for target in TARGETS:
-        digest.update(render(chain_config(target)).encode())
         for spec in DEFAULT_MODELS:
             digest.update(render(model_config(spec, target)).encode())
     return digest.hexdigest()

@@ -94,12 +94,13 @@ CHAIN_FACE_COLUMNS = 152
 """``orchestrator.pipeline.vision.chain.FACE_COLUMNS`` (that module needs OpenCV; this one not)."""
 
 
-def chain_config(target: Target) -> mc.ModelConfig:
+def chain_config() -> mc.ModelConfig:
     """``face_chain``: an encoded image and its options (JSON) in, its faces out.
 
-    On the CPU target the detector and landmark model run inside the chain's stub; on the
-    GPU target every model is a BLS call to its TensorRT engine. The embedder is always a
-    BLS call, so rollouts and batching across requests stay Triton's.
+    CPU target only: its stub needs OpenCV, which Triton's GPU image lacks (the GPU
+    deployments run the orchestrator with ``FACEREC_TRITON__CHAIN=false``). The detector
+    and landmark model run inside the chain's stub; the embedder is a BLS call, so rollouts
+    and batching across requests stay Triton's.
     """
     config = mc.ModelConfig(name=FACE_CHAIN, backend="python", max_batch_size=CHAIN_MAX_BATCH_SIZE)
     config.input.add(name="image", data_type=_dtype("TYPE_STRING"), dims=[1])
@@ -116,10 +117,9 @@ def chain_config(target: Target) -> mc.ModelConfig:
     config.version_policy.specific.versions.append(1)
     # No queue delay: images wait for a busy instance, never for company.
     _bounded_queue(config.dynamic_batching, ARCFACE)
-    count = CHAIN_CPU_INSTANCES if target == "cpu" else 4
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=count)
-    in_process = [FACE_DETECTOR.name, FACE_LANDMARKS.name] if target == "cpu" else []
-    config.parameters["in_process"].string_value = ",".join(in_process)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=CHAIN_CPU_INSTANCES)
+    # The stub can call these through Triton instead (BLS), as a GPU build would.
+    config.parameters["in_process"].string_value = f"{FACE_DETECTOR.name},{FACE_LANDMARKS.name}"
     for role, spec in (("detector", FACE_DETECTOR), ("landmarks", FACE_LANDMARKS), ("embedder", ARCFACE)):
         config.parameters[role].string_value = spec.name
         config.parameters[f"{spec.name}.input"].string_value = spec.input.name
@@ -247,11 +247,11 @@ def backend_model_source() -> str:
     return _backend_source("model.py")
 
 
-def write_chain(root: Path, target: Target) -> None:
+def write_chain(root: Path) -> None:
     """``root/face_chain/``: its config and version 1 with the code it runs."""
     model_dir = root / FACE_CHAIN
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    (model_dir / CONFIG_FILE).write_text(render(chain_config(target)))
+    (model_dir / CONFIG_FILE).write_text(render(chain_config()))
     for relative, text in chain_files().items():
         path = model_dir / "1" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +287,8 @@ def write_repository(
             link_or_copy(onnx_file, version_dir / MODEL_FILE)
             if target == "cpu":
                 (version_dir / "model.py").write_text(model_py)
-    write_chain(root, target)
+    if target == "cpu":
+        write_chain(root)
 
 
 def write_configs(root: Path) -> None:
@@ -299,8 +300,8 @@ def write_configs(root: Path) -> None:
             model_dir = root / target / spec.name
             model_dir.mkdir(parents=True, exist_ok=True)
             (model_dir / "config.pbtxt").write_text(render(model_config(spec, target)))
-        (root / target / FACE_CHAIN).mkdir(parents=True, exist_ok=True)
-        (root / target / FACE_CHAIN / CONFIG_FILE).write_text(render(chain_config(target)))
+    (root / "cpu" / FACE_CHAIN).mkdir(parents=True, exist_ok=True)
+    (root / "cpu" / FACE_CHAIN / CONFIG_FILE).write_text(render(chain_config()))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import numpy as np
 import psutil
 from tritonclient.grpc import model_config_pb2 as mc
 
-from orchestrator.modelrepo.catalog import DEFAULT_MODELS, FACE_DETECTOR, ModelSpec
+from orchestrator.modelrepo.catalog import DEFAULT_MODELS, FACE_CHAIN, FACE_DETECTOR, ModelSpec
 from orchestrator.modelrepo.repository import CONFIG_FILE, MODEL_FILE, parse, render, replace_file
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,23 @@ def apply(repository: Path, tuning: Tuning, names: Iterable[str] | None = None) 
         if render(config) != before:
             replace_file(path, render(config))
             changed.append(name)
+    if names is None and _one_chain_per_core(repository / FACE_CHAIN / CONFIG_FILE, tuning.cores):
+        changed.append(FACE_CHAIN)
     return changed
+
+
+def _one_chain_per_core(path: Path, cores: int) -> bool:
+    """The face_chain's stubs: one a core, as the physical limit's workers (each holds its
+    process's GIL for the decode and the warps). Whether the config changed."""
+    if not path.is_file():
+        return False
+    config = parse(path.read_text())
+    if [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, cores)]:
+        return False
+    del config.instance_group[:]
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=cores)
+    replace_file(path, render(config))
+    return True
 
 
 def quiet_cached(store_root: Path) -> Tuning | None:

@@ -18,7 +18,9 @@ from orchestrator.clients.triton import TritonModels
 from orchestrator.core.resources import Resources
 from orchestrator.pipeline.face_pipeline import FacePipeline
 from orchestrator.pipeline.memory_budget import PixelBudget, decoded_bytes
+from orchestrator.pipeline.vision.chain import to_tensors
 from orchestrator.pipeline.vision.decode import read_header
+from orchestrator.pipeline.vision.faces import Analysis
 from orchestrator.recognition.log_writer import RecognitionLogWriter
 from orchestrator.recognition.search_batching import SearchBatcher
 from orchestrator.recognition.service import Recognition
@@ -33,7 +35,8 @@ IMAGE_BYTES = len(IMAGE) + decoded_bytes(read_header(IMAGE))
 
 
 class NoFaceDetector:
-    """Finds no face; notes what the budget held while the detector ran."""
+    """Finds no face, as the detector model or as the face_chain; notes what the budget held
+    while it ran."""
 
     def __init__(self, budget: PixelBudget) -> None:
         self.budget = budget
@@ -44,13 +47,22 @@ class NoFaceDetector:
         n = len(batch)
         return {"scores": np.zeros((n, 4420, 2), np.float32), "boxes": np.zeros((n, 4420, 4), np.float32)}
 
+    async def infer_bytes(
+        self, model: str, values: dict[str, bytes], version: str = "1"
+    ) -> dict[str, np.ndarray]:
+        self.held.append(self.budget.in_use)
+        header = read_header(values["image"])
+        answer = to_tensors(Analysis([], header.width, header.height))
+        return {name: value[None] for name, value in answer.items()}
 
-def with_budget(api: Api, capacity: int) -> tuple[PixelBudget, NoFaceDetector]:
-    """The app's detection through a real pipeline holding a budget of ``capacity`` bytes."""
+
+def with_budget(api: Api, capacity: int, chain: bool = True) -> tuple[PixelBudget, NoFaceDetector]:
+    """The app's detection through a real pipeline holding a budget of ``capacity`` bytes;
+    ``chain``: the pixels decoded in Triton's face_chain (reserved all the same), else here."""
     resources: Resources = api.app.state.resources
     budget = PixelBudget(capacity)
     detector = NoFaceDetector(budget)
-    pipeline = FacePipeline(cast(TritonModels, detector), budget=budget)
+    pipeline = FacePipeline(cast(TritonModels, detector), budget=budget, chain=chain)
     recognition = Recognition(
         resources.live,
         cast(SearchBatcher, None),
@@ -63,9 +75,9 @@ def with_budget(api: Api, capacity: int) -> tuple[PixelBudget, NoFaceDetector]:
     return budget, detector
 
 
-@pytest.fixture
-def budgeted(api: Api) -> Iterator[tuple[Api, PixelBudget, NoFaceDetector]]:
-    budget, detector = with_budget(api, 2 * IMAGE_BYTES)
+@pytest.fixture(params=[True, False], ids=["chain", "three-calls"])
+def budgeted(api: Api, request: pytest.FixtureRequest) -> Iterator[tuple[Api, PixelBudget, NoFaceDetector]]:
+    budget, detector = with_budget(api, 2 * IMAGE_BYTES, chain=request.param)
     yield api, budget, detector
     assert budget.in_use == 0, "an analysis kept its share of the budget"
 

@@ -186,8 +186,9 @@ def third_party_imports(package: str) -> dict[str, Path]:
     skipped = {
         # `facerec up` only: in an image REDIS_URL names a real server.
         ROOT / "orchestrator" / "runtime" / "local_valkey.py",
-        # Runs inside Triton (CPU target).
+        # Run inside Triton (CPU target).
         ROOT / "orchestrator" / "modelrepo" / "triton_backend" / "model.py",
+        ROOT / "orchestrator" / "modelrepo" / "triton_backend" / "face_chain.py",
         # `facerec models import-pth`: PyTorch is the optional `pth` extra, which no image
         # installs; without it the command says how to install it.
         ROOT / "orchestrator" / "modelrepo" / "iresnet.py",

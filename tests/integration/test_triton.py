@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.clients.triton import TritonModels
 from orchestrator.core.errors import UpstreamUnavailable
-from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS
+from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS, SERVED_MODELS
 from orchestrator.runtime.allocator import malloc_environment
 from orchestrator.runtime.triton_server import TritonServer
 
@@ -20,7 +20,7 @@ def test_all_models_are_ready(triton_server: TritonServer) -> None:
     index = httpx.post(f"{triton_server.http_url}/v2/repository/index", timeout=10).json()
     ready = {(m["name"], m["version"]) for m in index if m.get("state") == "READY"}
     # Other arcface versions may be listed (UNAVAILABLE) after a rollout test unloaded them.
-    assert ready == {(spec.name, "1") for spec in DEFAULT_MODELS}
+    assert ready == {(name, "1") for name in SERVED_MODELS}
 
 
 async def test_tensor_names_and_batch_size_come_from_triton(triton: TritonModels) -> None:

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.gallery import ensure_gallery
+from orchestrator.modelrepo.catalog import FACE_CHAIN
 from tests.load.conftest import ADMISSION_LIMIT
 from tests.support import augment
 from tests.support.stack import ADMIN_KEY, Stack
@@ -65,13 +66,13 @@ async def test_overload_answers_fast_503_and_only_correct_200(overload_stack: St
         limits=httpx.Limits(max_connections=CONCURRENT),
     ) as client:
         await _recognize(client, probes[0][0])  # warm: first calls read model metadata
-        detections_before = _successes(overload_stack, "face_detector")
+        detections_before = _successes(overload_stack, FACE_CHAIN)
         deadline = time.monotonic() + OVERLOAD_S
         per_client = await asyncio.gather(
             *(_client_loop(client, probes[i % len(probes)], deadline) for i in range(CONCURRENT))
         )
     answers = [answer for calls in per_client for answer in calls]
-    detections = _successes(overload_stack, "face_detector") - detections_before
+    detections = _successes(overload_stack, FACE_CHAIN) - detections_before
 
     statuses = [response.status_code for response, _, _ in answers]
     assert set(statuses) <= {200, 503}, statuses
@@ -88,9 +89,9 @@ async def test_overload_answers_fast_503_and_only_correct_200(overload_stack: St
         face = response.json()["faces"][0]
         assert face["decision"] == "match" and face["matches"][0]["name"] == expected, response.text
 
-    log.info("%d served, %d shed, %d detector requests", len(served), len(shed), detections)
-    # One image, one detector request: a refused request never reached a model.
-    assert detections == len(served), f"{detections} detector requests for {len(served)} served images"
+    log.info("%d served, %d shed, %d face_chain requests", len(served), len(shed), detections)
+    # One image, one face_chain request: a refused request never reached a model.
+    assert detections == len(served), f"{detections} face_chain requests for {len(served)} served images"
 
 
 def _successes(stack: Stack, model: str) -> int:

@@ -124,11 +124,15 @@ class BlockedDetector:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
+    async def infer_bytes(self, model: str, values: object, version: str = "1") -> dict[str, np.ndarray]:
+        return await self.infer(model, np.zeros(0), version)
 
-async def test_a_cancelled_analysis_gives_its_share_back() -> None:
+
+@pytest.mark.parametrize("chain", [True, False], ids=["chain", "three-calls"])
+async def test_a_cancelled_analysis_gives_its_share_back(chain: bool) -> None:
     budget = PixelBudget(1 << 30)
     detector = BlockedDetector()
-    pipeline = FacePipeline(cast(TritonModels, detector), budget=budget)
+    pipeline = FacePipeline(cast(TritonModels, detector), budget=budget, chain=chain)
     image = augment.encode(np.full((120, 160, 3), 90, np.uint8))
     analysis = asyncio.ensure_future(pipeline.analyse(image))
     entered = asyncio.ensure_future(detector.entered.wait())

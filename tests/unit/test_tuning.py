@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.modelrepo import tuning
-from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS
-from orchestrator.modelrepo.repository import model_config, parse, render
+from orchestrator.modelrepo.catalog import ARCFACE, DEFAULT_MODELS, FACE_CHAIN
+from orchestrator.modelrepo.repository import chain_config, model_config, parse, render
 from orchestrator.modelrepo.tuning import (
     ModelTuning,
     Tuning,
@@ -72,6 +72,18 @@ def test_apply_writes_only_the_tuned_fields_and_only_when_they_change(tmp_path: 
     assert apply(tmp_path, _tuning(instances=3, threads=2)) == []
     other = (tmp_path / "face_detector" / "config.pbtxt").read_text()
     assert other == render(model_config(DEFAULT_MODELS[0], "cpu", (1, 3)))
+
+
+def test_the_face_chain_gets_one_instance_a_core(tmp_path: Path) -> None:
+    (tmp_path / FACE_CHAIN).mkdir()
+    (tmp_path / FACE_CHAIN / "config.pbtxt").write_text(render(chain_config()))
+    four_cores = dataclasses.replace(_tuning(), cores=4)
+    assert apply(tmp_path, four_cores) == [FACE_CHAIN]
+    config = parse((tmp_path / FACE_CHAIN / "config.pbtxt").read_text())
+    assert [g.count for g in config.instance_group] == [4]
+    assert config.parameters == chain_config().parameters
+    assert apply(tmp_path, four_cores) == []
+    assert apply(tmp_path, dataclasses.replace(four_cores, cores=2), names=[ARCFACE.name]) == []
 
 
 def test_the_cache_is_per_cpu_model_and_core_count(tmp_path: Path) -> None:
