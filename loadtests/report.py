@@ -47,7 +47,7 @@ from orchestrator.runtime.triton_server import TritonServer
 log = logging.getLogger("loadtests.report")
 
 VARIANTS = ("triton", "triton-unbatched", "naive")
-REPORT_MODELS = ("face_detector", "face_landmarks", "arcface")
+REPORT_MODELS = ("face_chain", "face_detector", "face_landmarks", "arcface")
 
 
 def warm_up(url: str, probes: Sequence[Probe], rounds: int = 1) -> None:

@@ -54,19 +54,19 @@ def table(steps: Sequence[Step], ceiling: Ceiling) -> str:
     lines = [
         "| variant | users | req/s | × limit | p50 ms | p95 ms | p99 ms | p50 ÷ limit image time "
         "| p99 ÷ 1-user p50 | users ÷ req/s ms | failed | arcface batch | arcface queue ms "
-        "| detector batch | detector queue ms |",
+        "| face_chain batch | face_chain queue ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in steps:
         arcface = s.batching.get("arcface", (math.nan, math.nan))
-        detector = s.batching.get("face_detector", (math.nan, math.nan))
+        chain = s.batching.get("face_chain", (math.nan, math.nan))
         lines.append(
             f"| {s.variant} | {s.users} | {_fmt(s.throughput, 2)} | {_ratio(s.throughput, ceiling.best)} "
             f"| {_fmt(s.p50_ms, 0)} | {_fmt(s.p95_ms, 0)} | {_fmt(s.p99_ms, 0)} "
             f"| {_fmt(s.p50_ms / single_ms, 1)} | {_fmt(s.p99_ms / one_user.get(s.variant, math.nan), 1)} "
             f"| {_fmt(1000 * s.users / s.throughput if s.throughput else math.nan, 0)} "
             f"| {s.failures}/{s.requests} | {_fmt(arcface[0], 2)} | {_fmt(arcface[1], 1)} "
-            f"| {_fmt(detector[0], 2)} | {_fmt(detector[1], 1)} |"
+            f"| {_fmt(chain[0], 2)} | {_fmt(chain[1], 1)} |"
         )
     return "\n".join(lines)
 

@@ -109,9 +109,10 @@ def _print_triton(server: TritonServer) -> None:
     print(f"models: {', '.join(server.models)}; log: {server.log_path}", flush=True)
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings, supervised: bool = False) -> None:
     """The API on ``settings.port``: in this process, or in ``FACEREC_API__WORKERS`` processes
-    sharing the port."""
+    sharing the port; ``supervised`` (``up``): in worker processes that are restarted if they
+    die, even when there is one."""
     if (
         settings.search.backend == "milvus"
         and settings.milvus_uri.endswith(".db")
@@ -122,7 +123,7 @@ def _serve(settings: Settings) -> None:
             f"cannot serve {settings.api.workers} API workers: set FACEREC_API__WORKERS=1, run `facerec up` "
             "(which serves the file to all its processes), or point FACEREC_SEARCH__MILVUS_URI at a server"
         )
-    if settings.api.workers == 1:
+    if settings.api.workers == 1 and not supervised:
         serve_one(settings)
     else:
         _serve_workers(settings)
@@ -344,7 +345,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             # Kept, not waited for: the API serves while the worker comes up (and jobs queue).
             children.keep(Child(worker.name, worker, partial(_start_job_worker, worker, settings)))
             print(f"facerec API: http://{settings.host}:{settings.port} (docs at /docs)", flush=True)
-            _serve(settings)
+            _serve(settings, supervised=True)
     except (KeyboardInterrupt, _Stop):
         print("stopped", file=sys.stderr)
     return 0
