@@ -216,12 +216,13 @@ Locust decides the throughput.
 
 ## What bounds the throughput
 
-Two cores are shared by everything: Triton's three Python-backend stubs (each running ONNX
-Runtime with its own intra-op threads), the orchestrator (decode, resize, warp in its pixel
-thread pool; gRPC and HTTP handling), the search service, and Locust itself generating load
-and parsing answers. The limit has both cores to itself, with no serialisation, no
-inter-process copies and no HTTP. So the ratio to the limit, not the absolute req/s, is the
-figure to compare; on a GPU the model share shrinks and the CPU work around it dominates.
+Two cores are shared by everything: Triton's Python-backend stubs (the face_chain's, one
+a core, decoding, cropping and warping and running the detector and landmark model; the
+embedder's), the orchestrator (HTTP, the header check, one gRPC call an image, the search
+call, the answer), the search service, and Locust itself generating load and parsing
+answers. The limit has both cores to itself, with no serialisation, no inter-process copies
+and no HTTP. So the ratio to the limit, not the absolute req/s, is the figure to compare;
+on a GPU the model share shrinks and the CPU work around it dominates.
 """
     (out / "report.md").write_text(text)
     (out / "results.json").write_text(
