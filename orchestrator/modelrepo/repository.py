@@ -1,6 +1,7 @@
 """Triton model repositories for both targets, generated from the one catalog.
 
-``cpu``: Python backend running ONNX Runtime on the CPU (what runs here and in CI).
+``cpu``: Python backend running ONNX Runtime on the CPU (what runs here and in CI), and
+``face_chain``, which analyses a whole image in one call (``chain_config``).
 ``gpu``: onnxruntime backend on ``KIND_GPU`` with the TensorRT accelerator in FP16, one
 optimisation profile per model, an engine cache and warm-up at both ends of the profile
 (what runs in production; ``tensorrt.py`` says why). Every config is built as Triton's own

@@ -7,14 +7,23 @@ import struct
 
 import numpy as np
 import pytest
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2
 
 from orchestrator.clients.triton import ModelInfo, bytes_request, image_error
 from orchestrator.core.errors import ImageError, ImageTooLarge, UnsupportedImage
-from orchestrator.pipeline.vision.chain import FACE_COLUMNS, ChainOptions, from_tensors, to_tensors
+from orchestrator.modelrepo.repository import CHAIN_FACE_COLUMNS, chain_config
+from orchestrator.pipeline.vision.chain import (
+    FACE_COLUMNS,
+    ChainOptions,
+    analyse_batch,
+    from_tensors,
+    to_tensors,
+)
 from orchestrator.pipeline.vision.decode import DecodeLimits
 from orchestrator.pipeline.vision.detect import DetectParams
 from orchestrator.pipeline.vision.faces import Analysis, Face
+from tests.support import augment
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +98,33 @@ def test_an_image_error_comes_back_as_itself(error: type[ImageError]) -> None:
 def test_other_errors_are_not_image_errors() -> None:
     assert image_error("[FacerecError] something") is None
     assert image_error("face_chain failed: arcface version 2: not found") is None
+
+
+def test_an_image_that_cannot_be_decoded_fails_alone_in_its_batch() -> None:
+    good = augment.encode(np.full((240, 320, 3), 80, np.uint8))
+    seen: list[int] = []
+
+    def detector(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(len(batch))
+        return np.zeros((len(batch), 4420, 2), np.float32), np.zeros((len(batch), 4420, 4), np.float32)
+
+    def unused(*args: object) -> np.ndarray:
+        raise AssertionError("no face, so no landmarks and no embedding")
+
+    images = [good, b"not an image", good[: len(good) // 2]]
+    results = analyse_batch(images, [ChainOptions()] * 3, detector, unused, unused)
+    assert seen == [1], "the detector ran once, on the one image that decoded"
+    first, second, third = results
+    assert isinstance(first, Analysis) and (first.faces, first.width, first.height) == ([], 320, 240)
+    assert isinstance(second, UnsupportedImage)
+    assert isinstance(third, ImageError) and "truncated" in third.detail
+
+
+def test_the_chain_config_declares_what_the_chain_answers() -> None:
+    tensors = to_tensors(Analysis([_face(np.random.default_rng(1), True)], 10, 10))
+    config = chain_config()
+    assert CHAIN_FACE_COLUMNS == FACE_COLUMNS
+    declared = {o.name: (mc.DataType.Name(o.data_type), len(o.dims)) for o in config.output}
+    numpy_types = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8", "int32": "TYPE_INT32"}
+    assert declared == {name: (numpy_types[str(t.dtype)], t.ndim) for name, t in tensors.items()}
+    assert [i.name for i in config.input] == ["image", "options"]

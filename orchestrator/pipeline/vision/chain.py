@@ -94,8 +94,11 @@ def analyse_batch(
         analysis.faces = [Face(box=d.box / image.scale, det_score=d.score) for d in found]
         if not found:
             continue
-        # A face too small at the detector's scale is cut from a finer decode.
-        source, face_boxes = for_faces(data, header, image, [d.box for d in found], option.limits)
+        try:  # a face too small at the detector's scale is cut from a finer decode
+            source, face_boxes = for_faces(data, header, image, [d.box for d in found], option.limits)
+        except ImageError as error:
+            results[slot] = error
+            continue
         for face, box in zip(analysis.faces, face_boxes, strict=True):
             rect = landmarks.crop_rect(box, source.width, source.height)
             owners.append((analysis, face, option))
