@@ -61,8 +61,8 @@ document.addEventListener("DOMContentLoaded", () => {
         location.assign("/account"); // this page is for admins only
         return;
       }
+      await load(); // the table shows it before the message says it
       say(`${changed.username} now has the role ${changed.role}.`);
-      await load();
     });
   }
 
@@ -126,8 +126,8 @@ document.addEventListener("DOMContentLoaded", () => {
         location.assign("/login"); // the session ended with the user
         return;
       }
-      say(`${user.username} is deleted.`);
       await load();
+      say(`${user.username} is deleted.`);
     });
   });
 
@@ -143,8 +143,8 @@ document.addEventListener("DOMContentLoaded", () => {
     busy(addForm.querySelector("button[type=submit]"), async () => {
       const made = await api("POST", "/v1/users", { json: { username, password, role: data.get("role") } });
       addForm.reset();
-      say(`${made.username} is added with the role ${made.role}.`);
       await load();
+      say(`${made.username} is added with the role ${made.role}.`);
     });
   });
 
