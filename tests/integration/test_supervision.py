@@ -339,6 +339,14 @@ def _kill_until_restarted(up: Up, kind: str, name: str) -> None:
     assert f"{name} (pid {killed.pid}) died with signal SIGKILL" in up.log()
 
 
+def test_ups_api_worker_is_restarted_when_killed(stack: Up, photos: Path) -> None:
+    """Even the one worker of the default (FACEREC_API__WORKERS=1) runs as a child of `up`,
+    which starts it again."""
+    assert len(stack.of_kind("worker")) == ApiSettings().workers == 1
+    _kill_until_restarted(stack, "worker", "orchestrator worker 0")
+    assert _recognised(stack, photos, top_k=7) == "Barack Obama"
+
+
 def test_a_killed_search_service_is_restarted_with_its_collections(stack: Up, photos: Path) -> None:
     _kill_until_restarted(stack, "search_service", "search service")
     assert _recognised(stack, photos, top_k=3) == "Barack Obama"
