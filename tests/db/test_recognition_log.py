@@ -78,6 +78,19 @@ def test_entries_read_back_newest_first_with_their_matches(logged: Gallery) -> N
     assert items[-1].created_at == T0 and items[-1].took_ms == 12.5
 
 
+def test_a_batch_is_written_a_row_at_a_time_where_the_database_cannot_return_ids_in_order(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MySQL has no INSERT ... RETURNING: each match must still land on its own entry."""
+    monkeypatch.setattr(gallery.engine.dialect, "insert_executemany_returning_sort_by_parameter_order", False)
+    gallery.log_recognitions(
+        [entry(0, faces=1, matches=[match(7)]), entry(1), entry(2, faces=1, matches=[match(8)])]
+    )
+    items, total = gallery.recognition_log()
+    assert total == 3
+    assert [[m.person_id for m in item.matches] for item in items] == [[8], [], [7]]
+
+
 @pytest.mark.parametrize(
     ("where", "expected"),
     [
