@@ -18,6 +18,7 @@ from orchestrator.modelrepo.tuning import (
     choose_layout,
     choose_level,
     choose_queue_delay,
+    cpu_name,
     wanted_parallelism,
 )
 
@@ -92,6 +93,21 @@ def test_the_cache_is_per_cpu_model_and_core_count(tmp_path: Path) -> None:
     assert cache_file(tmp_path, "Intel(R) Xeon(R) Platinum 8480+", 4) != a
     assert cache_file(tmp_path, "AMD EPYC 9654", 2) != a
     assert Tuning.from_json(_tuning().to_json()) == _tuning()
+
+
+def _cpuinfo(model: int) -> str:
+    block = (
+        "processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {model}\n"
+        "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\n"
+    )
+    return "\n".join(block.format(n=n, model=model) for n in range(2))
+
+
+def test_two_vms_whose_cpus_share_a_name_get_a_tuning_each() -> None:
+    """A VM's CPU is often just "Intel(R) Xeon(R) Processor": the numbers tell hosts apart."""
+    newer, older = cpu_name(_cpuinfo(207)), cpu_name(_cpuinfo(106))
+    assert newer == "Intel(R) Xeon(R) Processor (family 6, model 207, stepping 2)"
+    assert cache_file(Path("store"), newer, 2) != cache_file(Path("store"), older, 2)
 
 
 def test_a_tuning_measured_on_a_busy_machine_is_used_then_measured_again(
