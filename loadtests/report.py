@@ -3,7 +3,8 @@
 One run measures, on the same cores:
 
 (a) the physical limit: the whole chain in ONNX Runtime, one single-threaded worker process
-    per core, no HTTP and no IPC (``loadtests.ceiling``);
+    per core, no HTTP and no IPC (``loadtests.ceiling``); its best setting again between
+    steps, and each step's ratio is to the mean of the two measured on either side of it;
 (b) the naive baseline: a plain FastAPI app running the models per request (no Triton);
 (c) the real stack with Triton's dynamic batching off;
 (d) the real stack as shipped (dynamic batching on).
@@ -14,7 +15,7 @@ drift in the machine's speed hits them alike; Triton's statistics and each proce
 time are sampled around every step. It writes ``loadtests/results/<name>/report.md``, PNG plots,
 ``results.json`` and the Locust CSVs. Nothing else may run on the machine meanwhile.
 
-    python -m loadtests.report --name full            # ≈ 16 min on 2 cores (18 steps of 45 s)
+    python -m loadtests.report --name full            # ≈ 20 min on 2 cores (18 steps of 45 s)
     python -m loadtests.report --name smoke --step-seconds 10 --ceiling-seconds 3   # ≈ 4 min
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -39,7 +41,7 @@ from loadtests.cpu_usage import cpu_seconds, per_request_ms
 from loadtests.gallery import ensure_gallery
 from loadtests.locust_run import RESULTS, run_locust
 from loadtests.probes import Probe, check_recognition, photos_dir, recognition_probes
-from loadtests.report_md import Step, write_report
+from loadtests.report_md import Step, ratio, write_report
 from loadtests.stack import ADMIN_KEY, NaiveServer, Stack, cpu_repository, write_unbatched_repository
 from orchestrator.modelrepo.tuning import ensure_tuned
 from orchestrator.runtime.triton_server import TritonServer
@@ -72,6 +74,31 @@ class Target:
     env: dict[str, str]
     triton_http: str | None
     pids: dict[str, int]
+
+
+@dataclass(frozen=True)
+class LimitBeside:
+    """The limit's best setting, measured again between steps (0 s: not measured)."""
+
+    repository: Path
+    photos: Path
+    probes: Sequence[Probe]
+    processes: int
+    batch: int
+    seconds: float
+
+    def measure(self) -> float:
+        if self.seconds <= 0:
+            return math.nan
+        again = measure_ceiling(
+            self.repository,
+            self.photos,
+            list(self.probes),
+            (self.batch,),
+            self.seconds,
+            processes=(self.processes,),
+        )
+        return again.best
 
 
 def _step(target: Target, users: int, step_s: float, out: Path) -> Step:
@@ -143,8 +170,10 @@ def run_report(
     progress: Callable[[str], None] = log.info,
     ceiling_batches: tuple[int, ...] = (1, 8),
     triton: TritonServer | None = None,
+    beside_s: float = 10.0,
 ) -> Path:
-    """Measure and write ``results/<name>/``; ``triton``: an already running server for "triton"."""
+    """Measure and write ``results/<name>/``; ``triton``: an already running server for "triton";
+    ``beside_s``: seconds of the limit's best setting measured again between steps."""
     started = time.monotonic()
     out = results / name
     out.mkdir(parents=True, exist_ok=True)
@@ -157,6 +186,8 @@ def run_report(
     ceiling = measure_ceiling(repository, photos, probes, ceiling_batches, ceiling_s)
     processes, batch = ceiling.best_setting
     progress(f"physical limit {ceiling.best:.2f} images/s ({processes} processes, batch {batch})")
+    beside = LimitBeside(repository, photos, probes, processes, batch, beside_s)
+    limit_before = beside.measure()
     steps: list[Step] = []
     env = {"FACEREC_ADMIN_KEY": ADMIN_KEY}
     with tempfile.TemporaryDirectory(prefix="facerec-report-") as tmp, contextlib.ExitStack() as up:
@@ -180,7 +211,13 @@ def run_report(
             warm_up(stack.url, probes)
             targets.append(Target(variant, stack.url, env, stack.triton.http_url, stack.pids()))
         for target, n in interleaved(targets, users):
-            steps.append(_step(target, n, step_s, out))
+            step = _step(target, n, step_s, out)
+            limit_after = beside.measure()
+            # The limit on either side of the step: a drift during it counts half from each.
+            step = dataclasses.replace(step, limit=(limit_before + limit_after) / 2)
+            progress(f"{target.variant} u={n}: {ratio(step, ceiling):.2f} × the limit ({step.limit:.2f}/s)")
+            steps.append(step)
+            limit_before = limit_after
     steps.sort(key=lambda s: (variants.index(s.variant), s.users))
     elapsed = time.monotonic() - started
     write_report(out, name, ceiling, steps, elapsed, users, step_s)
@@ -195,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ceiling-seconds", type=float, default=8.0, help="per setting of the physical limit (4 settings)"
     )
+    parser.add_argument(
+        "--beside-seconds",
+        type=float,
+        default=10.0,
+        help="the limit's best setting measured again between steps, the ratios' base (0: not)",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -206,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         args.ceiling_seconds,
         [v for v in args.variants.split(",") if v],
         args.results,
+        beside_s=args.beside_seconds,
     )
     print((out / "report.md").read_text())
     print(f"report written to {out}")

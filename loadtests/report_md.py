@@ -38,10 +38,19 @@ class Step:
     """Process (with its children) → CPU ms per request during the step."""
     load_cpu_ms: float = math.nan
     """Locust's own CPU ms per request: not the stack's, but taken from the same cores."""
+    limit: float = math.nan
+    """The limit's best setting, the mean of its measurements just before and just after this
+    step (images/s): the step's ratio is to it, so that the machine's drift between minutes
+    cancels."""
 
 
-def _ratio(value: float, ceiling: float) -> str:
-    return f"{value / ceiling:.2f}" if ceiling and not math.isnan(value) else "n/a"
+def limit_of(step: Step, ceiling: Ceiling) -> float:
+    """The limit a step is compared with: the one measured beside it, else the run's."""
+    return step.limit if math.isfinite(step.limit) and step.limit > 0 else ceiling.best
+
+
+def ratio(step: Step, ceiling: Ceiling) -> float:
+    return step.throughput / limit_of(step, ceiling)
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -52,16 +61,17 @@ def table(steps: Sequence[Step], ceiling: Ceiling) -> str:
     single_ms = ceiling.single_image_ms
     one_user = {s.variant: s.p50_ms for s in steps if s.users == 1}
     lines = [
-        "| variant | users | req/s | × limit | p50 ms | p95 ms | p99 ms | p50 ÷ limit image time "
-        "| p99 ÷ 1-user p50 | users ÷ req/s ms | failed | arcface batch | arcface queue ms "
-        "| face_chain batch | face_chain queue ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | users | req/s | limit beside | × limit | p50 ms | p95 ms | p99 ms "
+        "| p50 ÷ limit image time | p99 ÷ 1-user p50 | users ÷ req/s ms | failed | arcface batch "
+        "| arcface queue ms | face_chain batch | face_chain queue ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in steps:
         arcface = s.batching.get("arcface", (math.nan, math.nan))
         chain = s.batching.get("face_chain", (math.nan, math.nan))
         lines.append(
-            f"| {s.variant} | {s.users} | {_fmt(s.throughput, 2)} | {_ratio(s.throughput, ceiling.best)} "
+            f"| {s.variant} | {s.users} | {_fmt(s.throughput, 2)} | {_fmt(limit_of(s, ceiling), 2)} "
+            f"| {_fmt(ratio(s, ceiling), 2)} "
             f"| {_fmt(s.p50_ms, 0)} | {_fmt(s.p95_ms, 0)} | {_fmt(s.p99_ms, 0)} "
             f"| {_fmt(s.p50_ms / single_ms, 1)} | {_fmt(s.p99_ms / one_user.get(s.variant, math.nan), 1)} "
             f"| {_fmt(1000 * s.users / s.throughput if s.throughput else math.nan, 0)} "
@@ -87,18 +97,19 @@ def cpu_table(steps: Sequence[Step]) -> str:
     return "\n".join(lines)
 
 
-def best_by_variant(steps: Sequence[Step]) -> dict[str, Step]:
+def best_by_variant(steps: Sequence[Step], ceiling: Ceiling) -> dict[str, Step]:
+    """Each variant's step nearest the limit."""
     best: dict[str, Step] = {}
     for s in steps:
-        if s.variant not in best or s.throughput > best[s.variant].throughput:
+        if s.variant not in best or ratio(s, ceiling) > ratio(best[s.variant], ceiling):
             best[s.variant] = s
     return best
 
 
-def saturation(steps: Sequence[Step]) -> int:
-    """The fewest users at which throughput is within 5 % of the variant's best."""
-    best = max(s.throughput for s in steps)
-    return min(s.users for s in steps if s.throughput >= 0.95 * best)
+def saturation(steps: Sequence[Step], ceiling: Ceiling) -> int:
+    """The fewest users at which the ratio to the limit is within 5 % of the variant's best."""
+    best = max(ratio(s, ceiling) for s in steps)
+    return min(s.users for s in steps if ratio(s, ceiling) >= 0.95 * best)
 
 
 def findings(steps: Sequence[Step], ceiling: Ceiling) -> str:
@@ -106,15 +117,15 @@ def findings(steps: Sequence[Step], ceiling: Ceiling) -> str:
     grouped: dict[str, list[Step]] = {}
     for s in steps:
         grouped.setdefault(s.variant, []).append(s)
-    best = best_by_variant(steps)
+    best = best_by_variant(steps, ceiling)
     lines = []
     for variant, rows in grouped.items():
-        knee = saturation(rows)
+        knee = saturation(rows, ceiling)
         at_knee = next(s for s in rows if s.users == knee)
         top = max(rows, key=lambda s: s.users)
         lines.append(
             f"- {LABELS.get(variant, variant)}: saturates at {knee} users "
-            f"({at_knee.throughput / ceiling.best:.2f} × limit, p50 {at_knee.p50_ms:.0f} ms); "
+            f"({ratio(at_knee, ceiling):.2f} × limit, p50 {at_knee.p50_ms:.0f} ms); "
             f"at {top.users} users p50 is {top.p50_ms:.0f} ms: past saturation more users only queue."
         )
     if "triton" in best and "triton-unbatched" in best:
@@ -143,15 +154,19 @@ def write_report(
     plots.throughput(steps, ceiling.best, out / "throughput.png")
     plots.latency(steps, out / "latency.png")
     plots.triton([s for s in steps if s.batching], out / "triton.png")
-    best = best_by_variant(steps)
+    best = best_by_variant(steps, ceiling)
     ceiling_rows = "\n".join(
         f"| {processes} | {batch} | {rate:.2f} | {rate / ceiling.best:.2f} |"
         for (processes, batch), rate in ceiling.images_per_s.items()
     )
     best_processes, best_batch = ceiling.best_setting
     summary_rows = "\n".join(
-        f"| {LABELS.get(v, v)} | {s.throughput:.2f} | {s.throughput / ceiling.best:.2f} | {s.users} |"
+        f"| {LABELS.get(v, v)} | {s.throughput:.2f} | {ratio(s, ceiling):.2f} | {s.users} |"
         for v, s in best.items()
+    )
+    beside = [s.limit for s in steps if math.isfinite(s.limit)]
+    beside_range = (
+        f"{min(beside):.2f} to {max(beside):.2f} images/s in this run" if beside else "not in this run"
     )
     load = os.getloadavg()
     text = f"""# facerec performance report: {name}
@@ -176,12 +191,15 @@ tune`), images processed one at a time or in batches (each model runs once per b
 |---|---|---|---|
 {ceiling_rows}
 
-**Physical limit: {ceiling.best:.2f} images/s ({best_processes} processes, batch {best_batch}).** Every
-figure below is a ratio to it.
+**Physical limit: {ceiling.best:.2f} images/s ({best_processes} processes, batch {best_batch}).** That
+setting is measured again between steps, and each step's "× limit" is its throughput over
+"limit beside", the mean of the measurements just before and just after it ({beside_range}):
+this machine's speed drifts by a tenth or more between minutes, and a ratio of two figures
+taken minutes apart would carry that drift.
 
 ## Best throughput per variant
 
-| variant | req/s | × limit | at users |
+| variant | req/s | × limit beside | at users |
 |---|---|---|---|
 {summary_rows}
 
@@ -239,7 +257,7 @@ on a GPU the model share shrinks and the CPU work around it dominates.
                     "correct": ceiling.correct,
                 },
                 "steps": [dataclasses.asdict(s) for s in steps],
-                "ratios": {v: s.throughput / ceiling.best for v, s in best.items()},
+                "ratios": {v: ratio(s, ceiling) for v, s in best.items()},
             },
             indent=2,
         )

@@ -26,12 +26,16 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
         results=tmp_path,
         ceiling_batches=(1, 4),
         triton=triton_server,
+        beside_s=1,
     )
     for name in ("report.md", "results.json", "throughput.png", "latency.png", "triton.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     ratio = results["ratios"]["triton"]
     assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
+    # Each step's ratio is to the limit measured again just before it; the best of them is reported.
+    assert all(math.isfinite(s["limit"]) and s["limit"] > 0 for s in results["steps"])
+    assert ratio == max(s["throughput"] / s["limit"] for s in results["steps"])
     assert results["ceiling"]["correct"] == 1.0
     # The physical limit: one process, and one single-threaded process per core, each batch.
     settings = {(s["processes"], s["batch"]) for s in results["ceiling"]["settings"]}
