@@ -33,7 +33,7 @@ def test_tiny_report(triton_server: TritonServer, photos: Path, tmp_path: Path) 
     results = json.loads((out / "results.json").read_text())
     ratio = results["ratios"]["triton"]
     assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
-    # Each step's ratio is to the limit measured again just before it; the best of them is reported.
+    # Each step's ratio is to the limit measured on either side of it; the best of them is reported.
     assert all(math.isfinite(s["limit"]) and s["limit"] > 0 for s in results["steps"])
     assert ratio == max(s["throughput"] / s["limit"] for s in results["steps"])
     assert results["ceiling"]["correct"] == 1.0
