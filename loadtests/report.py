@@ -187,7 +187,6 @@ def run_report(
     processes, batch = ceiling.best_setting
     progress(f"physical limit {ceiling.best:.2f} images/s ({processes} processes, batch {batch})")
     beside = LimitBeside(repository, photos, probes, processes, batch, beside_s)
-    limit_before = beside.measure()
     steps: list[Step] = []
     env = {"FACEREC_ADMIN_KEY": ADMIN_KEY}
     with tempfile.TemporaryDirectory(prefix="facerec-report-") as tmp, contextlib.ExitStack() as up:
@@ -210,6 +209,7 @@ def run_report(
             ensure_gallery(stack.url, ADMIN_KEY, photos)
             warm_up(stack.url, probes)
             targets.append(Target(variant, stack.url, env, stack.triton.http_url, stack.pids()))
+        limit_before = beside.measure()  # here, not before the stacks started: beside the first step
         for target, n in interleaved(targets, users):
             step = _step(target, n, step_s, out)
             limit_after = beside.measure()
